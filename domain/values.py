@@ -1,0 +1,102 @@
+"""Value types of the session vocabulary (SPEC §2): identifiers, enums, limits."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic.alias_generators import to_camel
+
+# Explicit, documented limits (SPEC §8).
+MAX_KEY_LENGTH = 512
+MAX_ID_LENGTH = 128
+MAX_TEXT_LENGTH = 4096
+MAX_ENTRY_BYTES = 256 * 1024
+MAX_BATCH_EVENTS = 1000
+
+Writer = Literal["runner", "heartbeat", "cron", "ingress", "admin", "system"]
+Trigger = Literal["user", "heartbeat", "cron", "system", "subagent"]
+RunOutcome = Literal["done", "killed", "timeout", "interrupted"]
+TerminalStatus = Literal["done", "failed", "killed", "timeout", "interrupted"]
+Status = Literal["new", "running", "done", "failed", "killed", "timeout", "interrupted"]
+Role = Literal["user", "assistant", "toolResult", "bashExecution", "system", "custom"]
+ResetReason = Literal["new", "reset", "daily", "idle", "admin"]
+Interaction = Literal["user", "heartbeat", "cron", "system"]
+GenerationState = Literal["current", "archived", "deleted"]
+
+# A soft rollover rotates the runtime but carries bindings and overrides;
+# every other reason is a hard reset that carries only the lineage link.
+SOFT_REASONS: frozenset[str] = frozenset({"idle"})
+
+
+def _no_control_characters(value: str) -> str:
+    for ch in value:
+        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
+            raise ValueError("must not contain control characters")
+    return value
+
+
+SessionKey = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_KEY_LENGTH),
+    AfterValidator(_no_control_characters),
+]
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_ID_LENGTH),
+    AfterValidator(_no_control_characters),
+]
+ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+
+
+class Model(BaseModel):
+    """Base for immutable, strictly validated value objects with camelCase JSON."""
+
+    model_config = ConfigDict(
+        frozen=True,
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class Usage(Model):
+    input: NonNegativeInt = 0
+    output: NonNegativeInt = 0
+    cache_read: NonNegativeInt = 0
+    cache_write: NonNegativeInt = 0
+
+
+def canonical_json(value: Any) -> bytes:
+    """Stable JSON bytes: the basis of fingerprints and hash chains."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class KeyShape:
+    """Agent, channel and kind parsed from an `agent:<agent>:<channel>:<kind>:…` key."""
+
+    agent: str | None
+    channel: str | None
+    kind: str | None
+
+    @classmethod
+    def parse(cls, session_key: str) -> KeyShape:
+        parts = session_key.split(":")
+        if parts[0] == "agent" and len(parts) >= 3 and parts[1]:
+            if len(parts) == 3:  # agent:<agent>:main and the like
+                return cls(agent=parts[1], channel=None, kind=parts[2] or None)
+            return cls(agent=parts[1], channel=parts[2] or None, kind=parts[3] or None)
+        if len(parts) >= 2 and parts[0] in {"cron", "hook"}:
+            return cls(agent=None, channel=parts[0], kind=parts[0])
+        return cls(agent=None, channel=None, kind=None)

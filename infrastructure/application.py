@@ -1,0 +1,87 @@
+"""The `eventsourcing` Application behind the ledger, persisted with eventsourcing-sqlalchemy.
+
+The library's datastore is handed our scoped SQLAlchemy session, so its recorders
+write inside the transaction the Ledger opens: events, snapshots, read models and
+the tracking position commit together or not at all. Tables come from migrations
+(CREATE_TABLE=no), never from the library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import InfrastructureFactory, Mapper
+from eventsourcing.utils import Environment
+from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
+from sqlalchemy.orm import scoped_session
+
+from domain.conversation import Conversation, conversation_id, project_conversation
+from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
+from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
+
+
+class LedgerFactory(SQLAlchemyFactory):
+    """The library's SQLAlchemy factory, bound to a session we manage."""
+
+    def __init__(self, env: Environment, session: scoped_session) -> None:  # type: ignore[type-arg]
+        InfrastructureFactory.__init__(self, env)
+        self._schema_name = None
+        self.datastore = self.datastore_class(session=session)
+
+
+class LedgerApplication(Application[UUID]):
+    name = "SessionLedger"  # table prefix: sessionledger_events, sessionledger_snapshots
+
+    def __init__(self, session: scoped_session, cache_size: int = AGGREGATE_CACHE_SIZE) -> None:  # type: ignore[type-arg]
+        self._session = session
+        super().__init__(
+            env={
+                "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
+                "CREATE_TABLE": "no",
+                "IS_SNAPSHOTTING_ENABLED": "yes",
+                "AGGREGATE_CACHE_MAXSIZE": str(cache_size),
+                "AGGREGATE_CACHE_FASTFORWARD": "yes",
+                # Commands mutate the cached aggregate in place; a failed transaction
+                # evicts it (see forget) instead of paying a deepcopy per command.
+                "DEEPCOPY_FROM_AGGREGATE_CACHE": "no",
+            }
+        )
+        session.remove()  # the datastore touched the registry while binding
+
+    def construct_factory(self, env: Environment) -> InfrastructureFactory:  # type: ignore[type-arg, override]
+        return LedgerFactory(env, self._session)  # type: ignore[return-value]
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return PydanticMapper(transcoder=OrjsonTranscoder())
+
+    def conversation(self, session_key: str) -> Conversation | None:
+        try:
+            conversation: Conversation = self.repository.get(
+                conversation_id(session_key), projector_func=project_conversation
+            )
+        except AggregateNotFoundError:
+            return None
+        return conversation
+
+    def save_conversations(self, events: list, touched: list[Conversation]) -> list:  # type: ignore[type-arg]
+        """Record events in the given order and snapshot aggregates that crossed an interval."""
+        recordings = self.save(*events)
+        assert self.snapshots is not None
+        for conversation in touched:
+            before = conversation.version - sum(
+                1 for e in events if e.originator_id == conversation.id
+            )
+            if conversation.version // SNAPSHOT_INTERVAL > before // SNAPSHOT_INTERVAL:
+                self.snapshots.put([conversation.take_snapshot()])
+        return recordings
+
+    def forget(self, ids: list[UUID]) -> None:
+        """Evict aggregates a failed transaction may have mutated."""
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for aggregate_id in ids:
+            with contextlib.suppress(KeyError):
+                cache.get(aggregate_id, evict=True)

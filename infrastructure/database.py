@@ -1,0 +1,161 @@
+"""Engines, transactions and fault mapping for SQLite (embedded) and PostgreSQL.
+
+Writers are serialised by the database itself, taken at the start of the
+transaction: SQLite `BEGIN IMMEDIATE`, PostgreSQL `LOCK TABLE … IN EXCLUSIVE MODE`
+on the events table (readers are not blocked). So every decision reads the state
+it writes against, log positions commit in order, and co-tenant writers queue
+instead of conflicting. Faults surface as `StoreUnavailable`, never half-written.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import sqlalchemy.exc
+from eventsourcing.persistence import IntegrityError as LibraryIntegrityError
+from eventsourcing.persistence import PersistenceError
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
+
+from domain.errors import StoreUnavailable
+from infrastructure.settings import BUSY_TIMEOUT_SECONDS
+from projections.tables import EVENTS_TABLE
+
+T = TypeVar("T")
+
+# Errors worth another attempt of the whole transaction (nothing of it was kept).
+_RETRYABLE_PG_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
+
+
+class Database:
+    def __init__(self, url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self.engine = _create_engine(url, busy_timeout)
+        self.dialect = self.engine.dialect.name
+        self.write_engine = self.engine.execution_options(ledger_write=True)
+        self.sessions = scoped_session(
+            sessionmaker(bind=self.write_engine, autoflush=False, expire_on_commit=False)
+        )
+        # SQLite's busy handler polls; queueing this process's writers on a lock is fairer.
+        self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
+
+    @contextmanager
+    def writing(self) -> Iterator[Session]:
+        """One write transaction, holding the database's writer lock from its start."""
+        lock = self._process_write_lock
+        if lock is not None and not lock.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable("timed out waiting for this process's other writers")
+        try:
+            session = self.sessions()
+            try:
+                with session.begin():
+                    if self.dialect == "postgresql":
+                        session.execute(
+                            text(f"SET LOCAL lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
+                        )
+                        session.execute(text(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE"))
+                    yield session
+            finally:
+                self.sessions.remove()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def write(
+        self,
+        work: Callable[[Session], T],
+        *,
+        on_failure: Callable[[], None] | None = None,
+        attempts: int = 5,
+    ) -> T:
+        """Run `work` in a write transaction, retrying transient conflicts inside the store."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with translate_faults(), self.writing() as session:
+                    return work(session)
+            except _Retry:
+                if on_failure is not None:
+                    on_failure()
+                if attempt == attempts:
+                    raise StoreUnavailable("the write kept conflicting; retry later") from None
+                time.sleep(random.uniform(0, 0.01 * attempt))
+            except BaseException:
+                if on_failure is not None:
+                    on_failure()  # whatever was cached from this transaction is void
+                raise
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def reading(self) -> Iterator[Connection]:
+        """A read-only snapshot (SQLite deferred transaction, PostgreSQL read committed)."""
+        with translate_faults(), self.engine.connect() as connection, connection.begin():
+            yield connection
+
+    def close(self) -> None:
+        self.sessions.remove()
+        self.engine.dispose()
+
+
+class _Retry(Exception):
+    pass
+
+
+@contextmanager
+def translate_faults() -> Iterator[None]:
+    """Database faults become StoreUnavailable (or a retry); bugs stay bugs."""
+    try:
+        yield
+    except (sqlalchemy.exc.IntegrityError, LibraryIntegrityError) as e:
+        # A concurrent writer took the same aggregate version or key: decide again.
+        raise _Retry() from e
+    except sqlalchemy.exc.DBAPIError as e:
+        code = getattr(getattr(e, "orig", None), "sqlstate", None)
+        if code in _RETRYABLE_PG_CODES:
+            raise _Retry() from e
+        if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
+            e.connection_invalidated
+        ):
+            raise StoreUnavailable(f"database unavailable: {_first_line(e)}") from e
+        raise
+    except PersistenceError as e:
+        raise StoreUnavailable(f"database unavailable: {_first_line(e)}") from e
+
+
+def _first_line(error: BaseException) -> str:
+    orig = getattr(error, "orig", None) or error
+    return str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
+
+
+def _create_engine(url: str, busy_timeout: float) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(
+            url,
+            connect_args={"timeout": busy_timeout, "check_same_thread": False},
+        )
+        _configure_sqlite(engine, busy_timeout)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # We issue BEGIN ourselves (below), so pysqlite must not.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        # FULL: a commit is on disk before we acknowledge it (SPEC §4.5).
+        cursor.execute("PRAGMA synchronous = FULL")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(connection: Connection) -> None:
+        write = connection.get_execution_options().get("ledger_write", False)
+        connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

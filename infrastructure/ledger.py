@@ -1,0 +1,676 @@
+"""The Python API: `Ledger.open(url)`, commands that record facts, queries that read rows.
+
+Every command is one write transaction (see infrastructure.database):
+
+    catch the projection up -> load aggregates -> decide -> record events
+    -> fold them into the read models -> move the tracking position -> commit
+
+so the caller's own write is visible as soon as the call returns, on SQLite and
+PostgreSQL alike, and a crash at any point leaves either all of it or none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
+
+from domain.conversation import Conversation, Decision, Outcome, Resolution, new_id, utcnow
+from domain.errors import InvalidEvent, SessionDeleted, StoreUnavailable, UnknownSession
+from domain.events import (
+    INCOMING_TYPES,
+    BindingDroppedFact,
+    BindingSetFact,
+    Fact,
+    IncomingFact,
+    LedgerEvent,
+    Recorded,
+    RunStartedFact,
+)
+from domain.policies import FreshnessPolicy
+from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, SessionKey, Status, Writer
+from infrastructure.application import LedgerApplication
+from infrastructure.database import Database, translate_faults
+from infrastructure.log import EventLog
+from infrastructure.schema import UpgradePolicy, ensure_schema
+from infrastructure.settings import database_url
+from projections.fold import Transition
+from projections.projector import Executor, Projector
+from projections.queries import Page, Queries
+from projections.replay import Mismatch, compare, replayed_rows, stored_rows
+from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
+from projections.state import RowSet
+from projections.tables import TABLES
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
+_KEY: TypeAdapter[str] = TypeAdapter(SessionKey)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """The answer for one event of a batch (SPEC §6)."""
+
+    event_id: str
+    outcome: Outcome
+    position: int | None
+    session_id: str | None
+    current_session_id: str | None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResolveResult:
+    session: SessionView
+    created: bool
+    rotated: bool
+    reason: str | None
+    previous_session_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ResetResult:
+    previous_session_id: str
+    session_id: str
+    session: SessionView
+
+
+class Ledger:
+    def __init__(
+        self,
+        database: Database,
+        *,
+        policy: FreshnessPolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.database = database
+        self.policy = policy or FreshnessPolicy()
+        self.clock = clock
+        self.app = LedgerApplication(database.sessions)
+        self.projector = Projector(TABLES)
+        self.queries = Queries(TABLES)
+        self.event_log = EventLog(self.app.mapper)
+
+    @classmethod
+    def open(
+        cls,
+        url: str | None = None,
+        *,
+        upgrade: UpgradePolicy = "auto",
+        policy: FreshnessPolicy | None = None,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> Ledger:
+        """Open (creating and migrating on first use) the store at `url`.
+
+        `url`: a SQLAlchemy URL, a file path, or None for $SESSIONLEDGER_DB or the
+        embedded default. Raises SchemaMismatch for a schema this code does not know.
+        """
+        database = Database(database_url(url))
+        try:
+            with translate_faults():
+                ensure_schema(database.engine, upgrade)
+            ledger = cls(database, policy=policy, clock=clock)
+            ledger.catch_up()
+        except BaseException:
+            database.close()
+            raise
+        return ledger
+
+    def close(self) -> None:
+        self.database.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- commands ----------------------------------------------------------------------
+
+    def record(self, events: Iterable[Fact | Mapping[str, Any]]) -> list[RecordResult]:
+        """Record a batch of 1 to 1000 facts; one result per fact, in order.
+
+        Malformed input raises InvalidEvent naming the field (`events[2].entry.role`)
+        and records nothing. Facts the domain refuses (unknown run, missing parent
+        entry, …) come back `rejected` with a reason; the accepted ones commit together.
+        A retried eventId answers as it did the first time and records nothing new.
+        """
+        facts = parse_batch(events)
+        return self._transact(lambda uow: _record_batch(uow, facts))
+
+    def resolve(
+        self,
+        session_key: str,
+        *,
+        at: datetime | None = None,
+        interaction: Interaction = "user",
+        policy: FreshnessPolicy | None = None,
+        session_id: str | None = None,
+    ) -> ResolveResult:
+        """Called on every inbound message: open the key if new, rotate it if expired."""
+        key = _session_key(session_key)
+        now = at or self.clock()
+        freshness = policy or self.policy
+
+        def decide(uow: UnitOfWork) -> tuple[bool, Resolution]:
+            _check_new_session_id(uow, session_id)
+            conversation = uow.conversation(key)
+            created = conversation is None
+            if conversation is None:
+                writer: Writer = "ingress" if interaction == "user" else interaction
+                conversation = Conversation.open(key, at=now, writer=writer, session_id=session_id)
+            resolution = conversation.resolve(
+                now=now,
+                interaction=interaction,
+                policy=freshness,
+                new_session_id=None if created else session_id,
+            )
+            uow.add(conversation)
+            return created, resolution
+
+        def finish(uow: UnitOfWork, decided: tuple[bool, Resolution]) -> ResolveResult:
+            created, resolution = decided
+            return ResolveResult(
+                session=uow.view(key),
+                created=created,
+                rotated=resolution.rotated,
+                reason="new" if created else resolution.reason,
+                previous_session_id=resolution.previous_session_id,
+            )
+
+        return self._transact_then(decide, finish)
+
+    def reset(
+        self,
+        session_key: str,
+        *,
+        reason: ResetReason = "reset",
+        expected_session_id: str | None = None,
+        session_id: str | None = None,
+        at: datetime | None = None,
+        writer: Writer = "admin",
+    ) -> ResetResult:
+        """Hard reset (or any rotation): compare-and-swap on `expected_session_id`."""
+        key = _session_key(session_key)
+        now = at or self.clock()
+
+        def decide(uow: UnitOfWork) -> tuple[str, str]:
+            _check_new_session_id(uow, session_id)
+            conversation = uow.existing(key)
+            previous, new = conversation.reset(
+                reason=reason,
+                at=now,
+                writer=writer,
+                expected_session_id=expected_session_id,
+                new_session_id=session_id,
+            )
+            uow.add(conversation)
+            return previous, new
+
+        return self._transact_then(
+            decide, lambda uow, ids: ResetResult(ids[0], ids[1], uow.view(key))
+        )
+
+    def delete(
+        self,
+        session_key: str,
+        *,
+        expected_session_id: str | None = None,
+        at: datetime | None = None,
+        reason: str | None = None,
+        writer: Writer = "admin",
+    ) -> str:
+        """Tombstone the key; returns the sessionId that was current. CAS like reset."""
+        key = _session_key(session_key)
+        now = at or self.clock()
+
+        def decide(uow: UnitOfWork) -> str:
+            conversation = uow.existing(key)
+            deleted = conversation.delete(
+                at=now, writer=writer, expected_session_id=expected_session_id, reason=reason
+            )
+            uow.add(conversation)
+            return deleted
+
+        return self._transact(decide)
+
+    def set_binding(
+        self,
+        session_key: str,
+        provider: str,
+        cli_session_id: str,
+        *,
+        at: datetime | None = None,
+        writer: Writer = "admin",
+    ) -> RecordResult:
+        """Bind the current generation to an external CLI session (for resume)."""
+        return self._generation_fact(
+            session_key,
+            lambda key, sid, now: BindingSetFact(
+                event_id=new_id(),
+                session_key=key,
+                session_id=sid,
+                occurred_at=now,
+                writer=writer,
+                provider=provider,
+                cli_session_id=cli_session_id,
+            ),
+            at,
+        )
+
+    def drop_binding(
+        self,
+        session_key: str,
+        provider: str,
+        *,
+        reason: str = "dropped",
+        at: datetime | None = None,
+        writer: Writer = "admin",
+    ) -> RecordResult:
+        return self._generation_fact(
+            session_key,
+            lambda key, sid, now: BindingDroppedFact(
+                event_id=new_id(),
+                session_key=key,
+                session_id=sid,
+                occurred_at=now,
+                writer=writer,
+                provider=provider,
+                reason=reason,
+            ),
+            at,
+        )
+
+    def catch_up(self) -> int:
+        """Fold whatever the log holds beyond the projection's position."""
+        return self._transact(lambda uow: uow.position)
+
+    def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
+        """Drop every read-model row and fold the whole log again (in one transaction)."""
+
+        def work(session: Session) -> int:
+            for table in reversed(TABLES.projected):
+                session.execute(table.delete())
+            session.execute(TABLES.tracking.delete())
+            return self.projector.catch_up(session, self._read_log(session), on_progress)
+
+        return self.database.write(work)
+
+    # -- queries -----------------------------------------------------------------------
+
+    def session(self, session_key: str) -> SessionView:
+        """The current row of a key; UnknownSession or SessionDeleted if there is none."""
+        with self.database.reading() as connection:
+            view = self.queries.session(connection, session_key)
+            if view is not None:
+                return view
+            last = self.queries.last_generation_of(connection, session_key)
+        if last is not None and last.state == "deleted":
+            raise SessionDeleted(session_key, last.session_id)
+        raise UnknownSession(session_key)
+
+    def sessions(
+        self,
+        *,
+        status: Status | None = None,
+        agent: str | None = None,
+        channel: str | None = None,
+        active_within_minutes: int | None = None,
+        limit: int = 100,
+        cursor: str | None = None,
+    ) -> Page:
+        active_since = None
+        if active_within_minutes is not None:
+            active_since = self.clock() - timedelta(minutes=active_within_minutes)
+        with self.database.reading() as connection:
+            return self.queries.sessions(
+                connection,
+                status=status,
+                agent=agent,
+                channel=channel,
+                active_since=active_since,
+                limit=limit,
+                cursor=cursor,
+            )
+
+    def generation(self, session_id: str) -> GenerationRow | None:
+        with self.database.reading() as connection:
+            return self.queries.generation(connection, session_id)
+
+    def generations(self, session_key: str) -> list[GenerationRow]:
+        with self.database.reading() as connection:
+            return self.queries.generations_of(connection, session_key)
+
+    def run(self, run_id: str) -> RunRow | None:
+        with self.database.reading() as connection:
+            return self.queries.run(connection, run_id)
+
+    def runs(self, session_id: str) -> list[RunRow]:
+        with self.database.reading() as connection:
+            return self.queries.runs_of(connection, session_id)
+
+    def transcript(
+        self, session_key: str, *, session_id: str | None = None, lineage: bool = False
+    ) -> list[EntryRow]:
+        """Entries of one generation (default: the current one), or of its whole lineage."""
+        with self.database.reading() as connection:
+            if session_id is None:
+                view = self.queries.session(connection, session_key)
+                if view is None:
+                    last = self.queries.last_generation_of(connection, session_key)
+                    if last is None:
+                        raise UnknownSession(session_key)
+                    session_id = last.session_id
+                else:
+                    session_id = view.session_id
+            generation = self.queries.generation(connection, session_id)
+            if generation is None or generation.session_key != session_key:
+                raise UnknownSession(session_key)
+            ids = self.queries.lineage(connection, session_id) if lineage else [session_id]
+            return self.queries.transcript(connection, ids)
+
+    def log(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LedgerEvent]]:
+        """Recorded events in log order, with their positions."""
+        with self.database.reading() as connection:
+            return self.event_log.read(connection, after, limit)
+
+    def replay_mismatches(self) -> list[Mismatch]:
+        """Differences between the stored read models and a fresh fold of the whole log."""
+        with self.database.reading() as connection:
+            stored = stored_rows(connection, TABLES)
+            rows = RowSet()
+            after = 0
+            while page := self.event_log.read(connection, after, 1000):
+                for position, event in page:
+                    rows.apply(event, position)
+                after = page[-1][0]
+        return compare(stored, replayed_rows(rows))
+
+    def position(self) -> int:
+        with self.database.reading() as connection:
+            return self.projector.position(connection)
+
+    # -- plumbing ----------------------------------------------------------------------
+
+    def _read_log(self, executor: Executor) -> Callable[[int, int], list[tuple[int, LedgerEvent]]]:
+        return lambda after, limit: self.event_log.read(executor, after, limit)
+
+    def _transact(self, decide: Callable[[UnitOfWork], T]) -> T:
+        return self._transact_then(decide, lambda _uow, result: result)
+
+    def _transact_then(
+        self, decide: Callable[[UnitOfWork], T], finish: Callable[[UnitOfWork, T], R]
+    ) -> R:
+        """Run a command in one write transaction; `finish` reads the projected rows."""
+        touched: list[UUID] = []
+
+        def work(session: Session) -> R:
+            touched.clear()
+            uow = UnitOfWork(self, session, touched)
+            result = decide(uow)
+            uow.commit()
+            return finish(uow, result)
+
+        return self.database.write(work, on_failure=lambda: self.app.forget(touched))
+
+    def _generation_fact(
+        self,
+        session_key: str,
+        build: Callable[[str, str, datetime], Fact],
+        at: datetime | None,
+    ) -> RecordResult:
+        key = _session_key(session_key)
+        now = at or self.clock()
+
+        def decide(uow: UnitOfWork) -> list[RecordResult]:
+            conversation = uow.existing(key)
+            if conversation.current_session_id is None:
+                raise SessionDeleted(key, conversation.last_session_id)
+            fact = build(key, conversation.current_session_id, now)
+            return _record_batch(uow, [fact])
+
+        (result,) = self._transact(decide)
+        if result.outcome == "rejected":
+            field_name, _, message = (result.reason or "").partition(": ")
+            raise InvalidEvent(field_name or "event", message or "rejected")
+        return result
+
+
+@dataclass
+class UnitOfWork:
+    """One write transaction: aggregates loaded, events decided, rows to project."""
+
+    ledger: Ledger
+    session: Session
+    touched: list[UUID]
+    conversations: dict[str, Conversation | None] = field(default_factory=dict)
+    pending: list[Recorded] = field(default_factory=list)
+    changed: dict[UUID, Conversation] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    position: int = 0
+    rowset: RowSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        projector = self.ledger.projector
+        # Anything logged but not yet projected (a crash, an older writer) goes first.
+        self.position = projector.position(self.session)
+        if projector.log_head(self.session) > self.position:
+            self.position = projector.catch_up(self.session, self.ledger._read_log(self.session))
+        self.rowset = projector.new_rowset(self.session)
+
+    def conversation(self, session_key: str) -> Conversation | None:
+        if session_key not in self.conversations:
+            conversation = self.ledger.app.conversation(session_key)
+            if conversation is not None:
+                self.touched.append(conversation.id)
+            self.conversations[session_key] = conversation
+        return self.conversations[session_key]
+
+    def existing(self, session_key: str) -> Conversation:
+        conversation = self.conversation(session_key)
+        if conversation is None:
+            raise UnknownSession(session_key)
+        return conversation
+
+    def add(self, conversation: Conversation) -> list[Recorded]:
+        """Take the aggregate's new events, in the order they were decided."""
+        self.conversations[conversation.session_key] = conversation
+        self.changed[conversation.id] = conversation
+        if conversation.id not in self.touched:
+            self.touched.append(conversation.id)
+        events = conversation.collect_events()
+        self.pending.extend(events)
+        return events
+
+    def commit(self) -> None:
+        """Record the pending events and project them; a second call has nothing to do."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        recordings = self.ledger.app.save_conversations(pending, list(self.changed.values()))
+        recorded = [(r.notification.id, r.domain_event) for r in recordings]
+        self.transitions.extend(
+            self.ledger.projector.project(
+                self.session,
+                self.rowset,
+                recorded,
+                self.position,  # type: ignore[arg-type]
+            )
+        )
+        self.position = recorded[-1][0]
+
+    def view(self, session_key: str) -> SessionView:
+        pointer = self.rowset.session(session_key)
+        if pointer is None:
+            raise UnknownSession(session_key)
+        generation = self.rowset.generation(pointer.session_id)
+        assert generation is not None
+        return SessionView.of(pointer, generation)
+
+
+def _record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
+    results: list[RecordResult | None] = [None] * len(facts)
+    receipts = uow.ledger.projector.receipts(uow.session, {f.event_id for f in facts})
+    first_seen: dict[str, int] = {}
+    started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this batch
+    accepted: list[tuple[int, Decision]] = []
+    uow.rowset.prefetch(run_ids=[f.run_id for f in facts if isinstance(f, RunStartedFact)])
+
+    for index, fact in enumerate(facts):
+        receipt = receipts.get(fact.event_id)
+        if receipt is not None:
+            if receipt.fingerprint == fact.fingerprint():
+                results[index] = RecordResult(
+                    fact.event_id,
+                    cast(Outcome, receipt.outcome),
+                    receipt.position,  # type: ignore[arg-type]
+                    receipt.session_id,
+                    receipt.current_session_id,
+                    f"duplicate eventId: already recorded at position {receipt.position}",
+                )
+            else:
+                results[index] = _rejected(
+                    fact, None, "eventId: already used for a different event"
+                )
+            continue
+        if fact.event_id in first_seen:
+            continue  # answered below, from the first occurrence
+        first_seen[fact.event_id] = index
+        conversation = uow.conversation(fact.session_key)
+        if conversation is None:
+            results[index] = _rejected(
+                fact, None, f"sessionKey: unknown session {fact.session_key!r}; resolve it first"
+            )
+            continue
+        if isinstance(fact, RunStartedFact):
+            known = uow.rowset.run(fact.run_id)
+            owner = known.session_key if known is not None else started_here.get(fact.run_id)
+            if owner is not None and owner != fact.session_key:
+                results[index] = _rejected(
+                    fact,
+                    conversation.current_session_id,
+                    f"runId: {fact.run_id!r} is already used by another session",
+                )
+                continue
+        decision = conversation.record(fact)
+        if uow.add(conversation):
+            accepted.append((index, decision))
+            if isinstance(fact, RunStartedFact):
+                started_here[fact.run_id] = fact.session_key
+        results[index] = RecordResult(
+            fact.event_id,
+            decision.outcome,
+            None,
+            decision.session_id,
+            decision.current_session_id,
+            decision.reason,
+        )
+
+    uow.commit()
+    # The fold, not the aggregate, fills in positions and the row each event ended on.
+    offset = len(uow.transitions) - len(accepted)
+    for (index, decision), transition in zip(accepted, uow.transitions[offset:], strict=True):
+        if transition.effect.kind != decision.outcome:
+            raise AssertionError(f"fold and aggregate disagree on {facts[index].event_id!r}")
+        receipt_row = transition.receipt
+        results[index] = RecordResult(
+            facts[index].event_id,
+            decision.outcome,
+            receipt_row.position,
+            receipt_row.session_id,
+            receipt_row.current_session_id,
+            None,
+        )
+    for index, fact in enumerate(facts):
+        if results[index] is None:
+            first = results[first_seen[fact.event_id]]
+            assert first is not None
+            same = facts[first_seen[fact.event_id]].fingerprint() == fact.fingerprint()
+            results[index] = (
+                RecordResult(
+                    fact.event_id,
+                    first.outcome,
+                    first.position,
+                    first.session_id,
+                    first.current_session_id,
+                    "duplicate eventId within the batch",
+                )
+                if same
+                else _rejected(fact, None, "eventId: already used for a different event")
+            )
+    return [r for r in results if r is not None]
+
+
+def _rejected(fact: Fact, current: str | None, reason: str) -> RecordResult:
+    return RecordResult(fact.event_id, "rejected", None, fact.session_id, current, reason)
+
+
+def _check_new_session_id(uow: UnitOfWork, session_id: str | None) -> None:
+    if session_id is None:
+        return
+    from domain.values import Identifier
+
+    try:
+        TypeAdapter(Identifier).validate_python(session_id)
+    except ValidationError as e:
+        raise InvalidEvent("sessionId", e.errors()[0]["msg"]) from None
+    if uow.rowset.generation(session_id) is not None:
+        raise InvalidEvent("sessionId", f"{session_id!r} is already used")
+
+
+def _session_key(value: str) -> str:
+    try:
+        return _KEY.validate_python(value)
+    except ValidationError as e:
+        raise InvalidEvent("sessionKey", e.errors()[0]["msg"]) from None
+
+
+def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
+    """Validate a batch at the edge; every problem is reported with its field path."""
+    items = list(events)
+    if not 1 <= len(items) <= MAX_BATCH_EVENTS:
+        raise InvalidEvent("events", f"must hold 1 to {MAX_BATCH_EVENTS} events, not {len(items)}")
+    facts: list[Fact] = []
+    problems: list[dict[str, object]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Fact):
+            if item.type not in INCOMING_TYPES:
+                problems.append(
+                    {
+                        "field": f"events[{index}].type",
+                        "message": f"{item.type!r} cannot be reported in a batch",
+                    }
+                )
+            facts.append(item)
+            continue
+        try:
+            facts.append(_FACTS.validate_python(item))
+        except ValidationError as e:
+            for error in e.errors(include_url=False):
+                problems.append({"field": _field_path(index, error), "message": error["msg"]})
+    if problems:
+        first = problems[0]
+        raise InvalidEvent(str(first["field"]), str(first["message"]), problems)
+    return facts
+
+
+def _field_path(index: int, error: Any) -> str:
+    loc = list(error["loc"])
+    if error["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        loc = ["type"]
+    elif loc and isinstance(loc[0], str) and "." in loc[0]:
+        loc = loc[1:]  # the discriminator value pydantic puts first
+    path = f"events[{index}]"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+__all__ = ["Ledger", "RecordResult", "ResetResult", "ResolveResult", "StoreUnavailable"]

@@ -1,0 +1,350 @@
+"""The fold: (read-model state, recorded event) -> transition.
+
+This is the only place that knows how an event changes the read models. The live
+projector, the rebuild and the audit replay all call it. It is pure: it reads the
+state through `ReadState`, never writes it, and returns the new rows plus what the
+event did (its effect), which the caller applies.
+
+The generation fence holds by construction: an event changes the generation row
+of its own sessionId only, and the session row is a pointer that only
+`generation.opened` and `session.deleted` move.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from typing import Literal, Protocol
+
+from domain.events import (
+    BindingDropped,
+    BindingSet,
+    GenerationOpened,
+    InteractionRecorded,
+    LedgerEvent,
+    OverridesChanged,
+    RunEnded,
+    RunErrored,
+    RunStarted,
+    SessionDeleted,
+    SessionRotated,
+    TranscriptAppended,
+)
+from domain.values import KeyShape
+from projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow
+
+EffectKind = Literal["applied", "archived"]
+
+
+class ReadState(Protocol):
+    def session(self, session_key: str) -> SessionRow | None: ...
+
+    def generation(self, session_id: str) -> GenerationRow | None: ...
+
+    def run(self, run_id: str) -> RunRow | None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    kind: EffectKind
+    note: str
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    effect: Effect
+    receipt: ReceiptRow
+    session: SessionRow | None = None
+    deleted_key: str | None = None
+    generations: tuple[GenerationRow, ...] = ()
+    run: RunRow | None = None
+    entry: EntryRow | None = None
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC)
+
+
+def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
+    recorded = utc(event.timestamp)
+    session = state.session(event.session_key)
+    if isinstance(event, GenerationOpened):
+        return _opened(event, session, state, position, recorded)
+    generation = state.generation(event.session_id)
+    if generation is None:
+        raise LookupError(f"event at {position} names unknown generation {event.session_id!r}")
+    current = session is not None and session.session_id == event.session_id
+    effect = _effect(current, generation, recorded)
+    touched = replace(
+        generation,
+        updated_at=recorded,
+        position=position,
+        late_events=generation.late_events + (0 if current else 1),
+    )
+    run: RunRow | None = None
+    entry: EntryRow | None = None
+    deleted_key: str | None = None
+
+    if isinstance(event, SessionRotated):
+        touched = replace(
+            touched,
+            state="archived",
+            archived_at=recorded,
+            archive_reason=event.reason,
+            next_session_id=event.to_session_id,
+            late_events=generation.late_events,
+        )
+        effect = Effect("applied", f"rotated to {event.to_session_id} ({event.reason})")
+    elif isinstance(event, SessionDeleted):
+        touched = replace(
+            touched,
+            state="deleted",
+            archived_at=recorded,
+            archive_reason="deleted",
+            late_events=generation.late_events,
+        )
+        deleted_key = event.session_key
+        effect = Effect("applied", "deleted the session")
+    elif isinstance(event, RunStarted):
+        run = RunRow(
+            run_id=event.run_id,
+            session_key=event.session_key,
+            session_id=event.session_id,
+            status="running",
+            trigger=event.trigger,
+            writer=event.writer,
+            model=event.model,
+            provider=event.provider,
+            started_at=utc(event.occurred_at),
+            ended_at=None,
+            runtime_ms=None,
+            stop_reason=None,
+            error=None,
+            error_kind=None,
+            input_tokens=0,
+            output_tokens=0,
+            cache_read_tokens=0,
+            cache_write_tokens=0,
+            late=not current,
+            started_position=position,
+            ended_position=None,
+            updated_at=recorded,
+        )
+        touched = _focus(
+            replace(
+                touched,
+                active_run_ids=(*generation.active_run_ids, event.run_id),
+                model=event.model or generation.model,
+                provider=event.provider or generation.provider,
+                last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
+                if event.trigger == "user"
+                else generation.last_interaction_at,
+            ),
+            run,
+        )
+    elif isinstance(event, (RunEnded, RunErrored)):
+        started = state.run(event.run_id)
+        if started is None:
+            raise LookupError(f"event at {position} ends unknown run {event.run_id!r}")
+        # Identity decides, not clocks: a skewed end is clamped, never dropped.
+        ended_at = max(utc(event.occurred_at), started.started_at)
+        usage = event.usage
+        run = replace(
+            started,
+            status=event.outcome if isinstance(event, RunEnded) else "failed",
+            ended_at=ended_at,
+            runtime_ms=_millis(ended_at - started.started_at),
+            stop_reason=event.stop_reason if isinstance(event, RunEnded) else None,
+            error=event.error if isinstance(event, RunErrored) else None,
+            error_kind=event.error_kind if isinstance(event, RunErrored) else None,
+            input_tokens=usage.input,
+            output_tokens=usage.output,
+            cache_read_tokens=usage.cache_read,
+            cache_write_tokens=usage.cache_write,
+            late=started.late or not current,
+            ended_position=position,
+            updated_at=recorded,
+        )
+        still_active = tuple(r for r in generation.active_run_ids if r != event.run_id)
+        touched = replace(
+            touched,
+            active_run_ids=still_active,
+            input_tokens=generation.input_tokens + usage.input,
+            output_tokens=generation.output_tokens + usage.output,
+            cache_read_tokens=generation.cache_read_tokens + usage.cache_read,
+            cache_write_tokens=generation.cache_write_tokens + usage.cache_write,
+        )
+        if still_active:
+            focus = state.run(still_active[-1])
+            assert focus is not None, still_active[-1]
+            touched = _focus(touched, focus)
+        else:
+            touched = _focus(touched, run)
+    elif isinstance(event, TranscriptAppended):
+        item = event.entry
+        entry = EntryRow(
+            session_id=event.session_id,
+            seq=event.seq,
+            entry_id=item.id,
+            parent_id=item.parent_id,
+            role=item.role,
+            content=item.content,
+            timestamp=utc(item.timestamp),
+            writer=event.writer,
+            run_id=event.run_id,
+            session_key=event.session_key,
+            prev_hash=event.prev_hash,
+            entry_hash=event.entry_hash,
+            position=position,
+            recorded_at=recorded,
+        )
+        touched = replace(
+            touched,
+            entry_count=event.seq,
+            head_hash=event.entry_hash,
+            resumable=generation.resumable or item.role == "assistant",
+            last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
+            if event.writer == "ingress"
+            else generation.last_interaction_at,
+        )
+    elif isinstance(event, BindingSet):
+        touched = replace(
+            touched, bindings={**generation.bindings, event.provider: event.cli_session_id}
+        )
+    elif isinstance(event, BindingDropped):
+        touched = replace(
+            touched,
+            bindings={p: c for p, c in generation.bindings.items() if p != event.provider},
+        )
+    elif isinstance(event, OverridesChanged):
+        overrides = dict(generation.overrides)
+        for name, value in event.overrides.items():
+            if value is None:
+                overrides.pop(name, None)
+            else:
+                overrides[name] = value
+        touched = replace(touched, overrides=overrides)
+    elif isinstance(event, InteractionRecorded):
+        touched = replace(
+            touched, last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
+        )
+
+    current_session_id = None if deleted_key or session is None else session.session_id
+    return Transition(
+        effect=effect,
+        receipt=_receipt(event, position, effect.kind, current_session_id),
+        deleted_key=deleted_key,
+        generations=(touched,),
+        run=run,
+        entry=entry,
+    )
+
+
+def _opened(
+    event: GenerationOpened,
+    session: SessionRow | None,
+    state: ReadState,
+    position: int,
+    recorded: datetime,
+) -> Transition:
+    generation = GenerationRow(
+        session_id=event.session_id,
+        session_key=event.session_key,
+        previous_session_id=event.previous_session_id,
+        next_session_id=None,
+        open_reason=event.reason,
+        state="current",
+        opened_at=utc(event.occurred_at),
+        archived_at=None,
+        archive_reason=None,
+        status="new",
+        active_run_ids=(),
+        last_run_id=None,
+        last_error=None,
+        started_at=None,
+        ended_at=None,
+        runtime_ms=None,
+        input_tokens=0,
+        output_tokens=0,
+        cache_read_tokens=0,
+        cache_write_tokens=0,
+        model=None,
+        provider=None,
+        last_interaction_at=None,
+        entry_count=0,
+        resumable=False,
+        head_hash="",
+        bindings=dict(event.bindings),
+        overrides=dict(event.overrides),
+        late_events=0,
+        updated_at=recorded,
+        position=position,
+    )
+    shape = KeyShape.parse(event.session_key)
+    pointer = SessionRow(
+        session_key=event.session_key,
+        session_id=event.session_id,
+        agent=shape.agent,
+        channel=shape.channel,
+        kind=shape.kind,
+        created_at=session.created_at if session else recorded,
+        position=position,
+    )
+    note = (
+        f"opened generation {event.session_id} after {event.previous_session_id} ({event.reason})"
+        if event.previous_session_id
+        else f"opened generation {event.session_id} ({event.reason})"
+    )
+    return Transition(
+        effect=Effect("applied", note),
+        receipt=_receipt(event, position, "applied", event.session_id),
+        session=pointer,
+        generations=(generation,),
+    )
+
+
+def _effect(current: bool, generation: GenerationRow, recorded: datetime) -> Effect:
+    if current:
+        return Effect("applied", "applied to current")
+    what = "the deletion" if generation.state == "deleted" else "the reset"
+    delay = ""
+    if generation.archived_at is not None:
+        seconds = (recorded - generation.archived_at).total_seconds()
+        delay = f" (arrived {seconds:.1f} s after {what})"
+    return Effect("archived", f"applied to archived generation {generation.session_id}{delay}")
+
+
+def _focus(generation: GenerationRow, run: RunRow) -> GenerationRow:
+    """Status and run fields describe one run: the newest active one, else the last to end."""
+    return replace(
+        generation,
+        status=run.status,
+        last_run_id=run.run_id,
+        last_error=run.error,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        runtime_ms=run.runtime_ms,
+    )
+
+
+def _receipt(
+    event: LedgerEvent, position: int, outcome: EffectKind, current_session_id: str | None
+) -> ReceiptRow:
+    return ReceiptRow(
+        event_id=event.event_id,
+        session_key=event.session_key,
+        session_id=event.session_id,
+        current_session_id=current_session_id,
+        outcome=outcome,
+        position=position,
+        fingerprint=event.fingerprint(),
+    )
+
+
+def _later(known: datetime | None, moment: datetime) -> datetime:
+    moment = utc(moment)
+    return moment if known is None or moment > known else known
+
+
+def _millis(delta: timedelta) -> int:
+    return delta // timedelta(milliseconds=1)

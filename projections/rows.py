@@ -1,0 +1,194 @@
+"""Read-model rows (SPEC §5). Plain frozen dataclasses: the fold returns new ones."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from datetime import datetime
+from typing import Any
+
+from domain.values import GenerationState, Status
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRow:
+    """One per live key: a pointer to its current generation. Deleted keys have none."""
+
+    session_key: str
+    session_id: str
+    agent: str | None
+    channel: str | None
+    kind: str | None
+    created_at: datetime
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class GenerationRow:
+    """One per sessionId, archived and deleted ones included."""
+
+    session_id: str
+    session_key: str
+    previous_session_id: str | None
+    next_session_id: str | None
+    open_reason: str
+    state: GenerationState
+    opened_at: datetime  # sessionStartedAt
+    archived_at: datetime | None
+    archive_reason: str | None
+    status: Status
+    active_run_ids: tuple[str, ...]
+    last_run_id: str | None
+    last_error: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    runtime_ms: int | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    model: str | None
+    provider: str | None
+    last_interaction_at: datetime | None
+    entry_count: int
+    resumable: bool
+    head_hash: str
+    bindings: dict[str, str] = field(hash=False)
+    overrides: dict[str, Any] = field(hash=False)
+    late_events: int
+    updated_at: datetime
+    position: int
+
+    @property
+    def has_active_run(self) -> bool:
+        return bool(self.active_run_ids)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    run_id: str
+    session_key: str
+    session_id: str
+    status: Status
+    trigger: str
+    writer: str
+    model: str | None
+    provider: str | None
+    started_at: datetime
+    ended_at: datetime | None
+    runtime_ms: int | None
+    stop_reason: str | None
+    error: str | None
+    error_kind: str | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    late: bool  # started or ended after its generation was archived
+    started_position: int
+    ended_position: int | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EntryRow:
+    session_id: str
+    seq: int
+    entry_id: str
+    parent_id: str | None
+    role: str
+    content: Any = field(hash=False)
+    timestamp: datetime
+    writer: str
+    run_id: str | None
+    session_key: str
+    prev_hash: str
+    entry_hash: str
+    position: int
+    recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ReceiptRow:
+    """What recording an eventId did, so a retry can answer the same."""
+
+    event_id: str
+    session_key: str
+    session_id: str
+    current_session_id: str | None
+    outcome: str
+    position: int
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """The row a gateway reads: the key's pointer joined with its current generation."""
+
+    session_key: str
+    session_id: str
+    status: Status
+    has_active_run: bool
+    active_run_ids: tuple[str, ...]
+    last_run_id: str | None
+    last_error: str | None
+    started_at: datetime | None
+    ended_at: datetime | None
+    runtime_ms: int | None
+    input_tokens: int
+    output_tokens: int
+    cache_read_tokens: int
+    cache_write_tokens: int
+    model: str | None
+    provider: str | None
+    session_started_at: datetime
+    last_interaction_at: datetime | None
+    updated_at: datetime
+    entry_count: int
+    resumable: bool
+    previous_session_id: str | None
+    bindings: dict[str, str] = field(hash=False)
+    overrides: dict[str, Any] = field(hash=False)
+    agent: str | None
+    channel: str | None
+    kind: str | None
+    created_at: datetime
+    position: int
+
+    @classmethod
+    def of(cls, session: SessionRow, generation: GenerationRow) -> SessionView:
+        return cls(
+            session_key=session.session_key,
+            session_id=session.session_id,
+            status=generation.status,
+            has_active_run=generation.has_active_run,
+            active_run_ids=generation.active_run_ids,
+            last_run_id=generation.last_run_id,
+            last_error=generation.last_error,
+            started_at=generation.started_at,
+            ended_at=generation.ended_at,
+            runtime_ms=generation.runtime_ms,
+            input_tokens=generation.input_tokens,
+            output_tokens=generation.output_tokens,
+            cache_read_tokens=generation.cache_read_tokens,
+            cache_write_tokens=generation.cache_write_tokens,
+            model=generation.model,
+            provider=generation.provider,
+            session_started_at=generation.opened_at,
+            last_interaction_at=generation.last_interaction_at,
+            updated_at=generation.updated_at,
+            entry_count=generation.entry_count,
+            resumable=generation.resumable,
+            previous_session_id=generation.previous_session_id,
+            bindings=generation.bindings,
+            overrides=generation.overrides,
+            agent=session.agent,
+            channel=session.channel,
+            kind=session.kind,
+            created_at=session.created_at,
+            position=max(session.position, generation.position),
+        )
+
+
+def row_values(row: Any) -> dict[str, Any]:
+    """Column values of a row (shallow, unlike dataclasses.asdict)."""
+    return {f.name: getattr(row, f.name) for f in fields(row)}

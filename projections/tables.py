@@ -1,0 +1,215 @@
+"""SQLAlchemy Core tables of the read models and the projection's tracking position.
+
+Alembic owns their DDL (migrations/); these definitions are how the code reads and
+writes them and must match the newest migration (a test checks that they do).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.types import TypeDecorator
+
+# The event store's own tables (created by our migrations, used by the library).
+EVENTS_TABLE = "sessionledger_events"
+SNAPSHOTS_TABLE = "sessionledger_snapshots"
+TRACKING_TABLE = "sessionledger_tracking"
+PROJECTION_NAME = "read-models"
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Aware UTC datetimes in, aware UTC datetimes out, on SQLite and PostgreSQL alike."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            naive: datetime = value
+            return naive.replace(tzinfo=UTC)
+        result: datetime = value.astimezone(UTC)
+        return result
+
+
+class Tuple(TypeDecorator[tuple[str, ...]]):
+    """A JSON list that reads back as a tuple (rows are immutable)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return list(value) if value is not None else None
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> tuple[str, ...] | None:
+        return tuple(value) if value is not None else None
+
+
+KEY = String(512)
+ID = String(128)
+SHORT = String(32)
+
+
+@dataclass(frozen=True)
+class ReadModelTables:
+    metadata: MetaData
+    sessions: Table
+    generations: Table
+    runs: Table
+    entries: Table
+    receipts: Table
+    tracking: Table
+
+    @property
+    def projected(self) -> tuple[Table, ...]:
+        """Tables the fold writes (tracking excluded)."""
+        return (self.sessions, self.generations, self.runs, self.entries, self.receipts)
+
+
+def build_tables(suffix: str = "") -> ReadModelTables:
+    """The read-model tables; a suffix names a shadow copy (used by rebuilds)."""
+    metadata = MetaData()
+    sessions = Table(
+        f"ledger_sessions{suffix}",
+        metadata,
+        Column("session_key", KEY, primary_key=True),
+        Column("session_id", ID, nullable=False),
+        Column("agent", String(128)),
+        Column("channel", String(128)),
+        Column("kind", String(128)),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Index(f"ix_ledger_sessions{suffix}_agent", "agent"),
+        Index(f"ix_ledger_sessions{suffix}_channel", "channel"),
+    )
+    generations = Table(
+        f"ledger_generations{suffix}",
+        metadata,
+        Column("session_id", ID, primary_key=True),
+        Column("session_key", KEY, nullable=False),
+        Column("previous_session_id", ID),
+        Column("next_session_id", ID),
+        Column("open_reason", SHORT, nullable=False),
+        Column("state", SHORT, nullable=False),
+        Column("opened_at", UTCDateTime, nullable=False),
+        Column("archived_at", UTCDateTime),
+        Column("archive_reason", SHORT),
+        Column("status", SHORT, nullable=False),
+        Column("active_run_ids", Tuple, nullable=False),
+        Column("last_run_id", ID),
+        Column("last_error", Text),
+        Column("started_at", UTCDateTime),
+        Column("ended_at", UTCDateTime),
+        Column("runtime_ms", BigInteger),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cache_read_tokens", BigInteger, nullable=False),
+        Column("cache_write_tokens", BigInteger, nullable=False),
+        Column("model", Text),
+        Column("provider", Text),
+        Column("last_interaction_at", UTCDateTime),
+        Column("entry_count", Integer, nullable=False),
+        Column("resumable", Boolean, nullable=False),
+        Column("head_hash", String(64), nullable=False),
+        Column("bindings", JSON, nullable=False),
+        Column("overrides", JSON, nullable=False),
+        Column("late_events", Integer, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Index(f"ix_ledger_generations{suffix}_session_key", "session_key"),
+        Index(f"ix_ledger_generations{suffix}_status", "status"),
+        Index(f"ix_ledger_generations{suffix}_updated_at", "updated_at"),
+    )
+    runs = Table(
+        f"ledger_runs{suffix}",
+        metadata,
+        Column("run_id", ID, primary_key=True),
+        Column("session_key", KEY, nullable=False),
+        Column("session_id", ID, nullable=False),
+        Column("status", SHORT, nullable=False),
+        Column("trigger", SHORT, nullable=False),
+        Column("writer", SHORT, nullable=False),
+        Column("model", Text),
+        Column("provider", Text),
+        Column("started_at", UTCDateTime, nullable=False),
+        Column("ended_at", UTCDateTime),
+        Column("runtime_ms", BigInteger),
+        Column("stop_reason", Text),
+        Column("error", Text),
+        Column("error_kind", Text),
+        Column("input_tokens", BigInteger, nullable=False),
+        Column("output_tokens", BigInteger, nullable=False),
+        Column("cache_read_tokens", BigInteger, nullable=False),
+        Column("cache_write_tokens", BigInteger, nullable=False),
+        Column("late", Boolean, nullable=False),
+        Column("started_position", BigInteger, nullable=False),
+        Column("ended_position", BigInteger),
+        Column("updated_at", UTCDateTime, nullable=False),
+        Index(f"ix_ledger_runs{suffix}_session_id", "session_id"),
+        Index(f"ix_ledger_runs{suffix}_status", "status"),
+        Index(f"ix_ledger_runs{suffix}_started_at", "started_at"),
+    )
+    entries = Table(
+        f"ledger_entries{suffix}",
+        metadata,
+        Column("session_id", ID, primary_key=True),
+        Column("seq", Integer, primary_key=True),
+        Column("entry_id", ID, nullable=False),
+        Column("parent_id", ID),
+        Column("role", SHORT, nullable=False),
+        Column("content", JSON),
+        Column("timestamp", UTCDateTime, nullable=False),
+        Column("writer", SHORT, nullable=False),
+        Column("run_id", ID),
+        Column("session_key", KEY, nullable=False),
+        Column("prev_hash", String(64), nullable=False),
+        Column("entry_hash", String(64), nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Column("recorded_at", UTCDateTime, nullable=False),
+        UniqueConstraint("session_id", "entry_id", name=f"uq_ledger_entries{suffix}_entry"),
+    )
+    receipts = Table(
+        f"ledger_receipts{suffix}",
+        metadata,
+        Column("event_id", ID, primary_key=True),
+        Column("session_key", KEY, nullable=False),
+        Column("session_id", ID, nullable=False),
+        Column("current_session_id", ID),
+        Column("outcome", SHORT, nullable=False),
+        Column("position", BigInteger, nullable=False),
+        Column("fingerprint", String(64), nullable=False),
+    )
+    tracking = Table(
+        f"{TRACKING_TABLE}{suffix}",
+        metadata,
+        Column("application_name", String(32), primary_key=True),
+        Column("notification_id", BigInteger),
+    )
+    return ReadModelTables(metadata, sessions, generations, runs, entries, receipts, tracking)
+
+
+TABLES = build_tables()

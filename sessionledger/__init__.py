@@ -1,0 +1,40 @@
+"""sessionledger: the event-sourced session store behind AI-agent chat gateways.
+
+from sessionledger import Ledger
+ledger = Ledger.open()            # embedded SQLite, created on first use
+row = ledger.resolve("agent:main:telegram:direct:4242").session
+"""
+
+from domain.errors import (
+    InvalidEvent,
+    LedgerError,
+    SchemaMismatch,
+    SessionChanged,
+    SessionDeleted,
+    StoreUnavailable,
+    UnknownSession,
+)
+from domain.policies import FreshnessPolicy
+from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
+from projections.queries import Page
+from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
+
+__all__ = [
+    "EntryRow",
+    "FreshnessPolicy",
+    "GenerationRow",
+    "InvalidEvent",
+    "Ledger",
+    "LedgerError",
+    "Page",
+    "RecordResult",
+    "ResetResult",
+    "ResolveResult",
+    "RunRow",
+    "SchemaMismatch",
+    "SessionChanged",
+    "SessionDeleted",
+    "SessionView",
+    "StoreUnavailable",
+    "UnknownSession",
+]

@@ -1,0 +1,64 @@
+"""The mapper round-trips events and upcasts old payloads (the library's convention)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+from uuid import uuid4
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
+
+from domain.events import Recorded, RunStarted, RunStartedFact
+from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+class RunStartedV2(Recorded, RunStartedFact):
+    """A later version that added `agentVersion`; v1 payloads predate it."""
+
+    class_version: ClassVar[int] = 2
+    agent_version: str
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        state["agent_version"] = "unknown"
+
+
+def mapper() -> PydanticMapper:
+    return PydanticMapper(transcoder=OrjsonTranscoder())
+
+
+def started(**extra: Any) -> dict[str, Any]:
+    return {
+        "originator_id": uuid4(),
+        "originator_version": 3,
+        "timestamp": NOW,
+        "event_id": "e1",
+        "session_key": "agent:main:main",
+        "session_id": "s1",
+        "run_id": "r1",
+        "occurred_at": NOW,
+        "writer": "runner",
+        "trigger": "user",
+        **extra,
+    }
+
+
+def test_round_trip_is_exact() -> None:
+    event = RunStarted(**started(model="opus"))
+    stored = mapper().to_stored_event(event)
+    assert stored.topic == "domain.events:RunStarted"
+    assert mapper().to_domain_event(stored) == event
+
+
+def test_old_payloads_are_upcast() -> None:
+    v1 = mapper().to_stored_event(RunStarted(**started()))
+    old = StoredEvent(v1.originator_id, v1.originator_version, get_topic(RunStartedV2), v1.state)
+    upcast = mapper().to_domain_event(old)
+    assert isinstance(upcast, RunStartedV2)
+    assert upcast.agent_version == "unknown"
+    current = mapper().to_stored_event(upcast)
+    assert b'"class_version":2' in current.state
+    assert mapper().to_domain_event(current) == upcast

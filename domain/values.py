@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -32,10 +33,12 @@ GenerationState = Literal["current", "archived", "deleted"]
 SOFT_REASONS: frozenset[str] = frozenset({"idle"})
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
 def _no_control_characters(value: str) -> str:
-    for ch in value:
-        if ord(ch) < 0x20 or 0x7F <= ord(ch) < 0xA0:
-            raise ValueError("must not contain control characters")
+    if _CONTROL.search(value):
+        raise ValueError("must not contain control characters")
     return value
 
 

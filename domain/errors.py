@@ -21,6 +21,12 @@ class InvalidEvent(LedgerError):
         self.details = details or [{"field": field, "message": message}]
 
 
+class LimitExceeded(InvalidEvent):
+    """Input over a documented limit (batch size, entry size, body size)."""
+
+    code = "too-large"
+
+
 class UnknownSession(LedgerError):
     code = "unknown-session"
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic_core import PydanticCustomError
 
 from domain.values import (
     MAX_ENTRY_BYTES,
@@ -86,7 +87,9 @@ class TranscriptEntry(Model):
     @model_validator(mode="after")
     def _bounded(self) -> TranscriptEntry:
         if len(canonical_json(self.content)) > MAX_ENTRY_BYTES:
-            raise ValueError(f"content is larger than {MAX_ENTRY_BYTES} bytes")
+            raise PydanticCustomError(
+                "too_large", "content is larger than {limit} bytes", {"limit": MAX_ENTRY_BYTES}
+            )
         return self
 
     def digest(self) -> str:

@@ -21,7 +21,13 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
 from domain.conversation import Conversation, Decision, Outcome, Resolution, new_id, utcnow
-from domain.errors import InvalidEvent, SessionDeleted, StoreUnavailable, UnknownSession
+from domain.errors import (
+    InvalidEvent,
+    LimitExceeded,
+    SessionDeleted,
+    StoreUnavailable,
+    UnknownSession,
+)
 from domain.events import (
     INCOMING_TYPES,
     BindingDroppedFact,
@@ -43,7 +49,7 @@ from projections.fold import Transition
 from projections.projector import Executor, Projector
 from projections.queries import Page, Queries
 from projections.replay import Mismatch, compare, replayed_rows, stored_rows
-from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
+from projections.rows import CAMEL, EntryRow, GenerationRow, RunRow, SessionView
 from projections.state import RowSet
 from projections.tables import TABLES
 
@@ -58,6 +64,8 @@ _KEY: TypeAdapter[str] = TypeAdapter(SessionKey)
 class RecordResult:
     """The answer for one event of a batch (SPEC §6)."""
 
+    __pydantic_config__ = CAMEL
+
     event_id: str
     outcome: Outcome
     position: int | None
@@ -68,6 +76,8 @@ class RecordResult:
 
 @dataclass(frozen=True, slots=True)
 class ResolveResult:
+    __pydantic_config__ = CAMEL
+
     session: SessionView
     created: bool
     rotated: bool
@@ -77,6 +87,8 @@ class ResolveResult:
 
 @dataclass(frozen=True, slots=True)
 class ResetResult:
+    __pydantic_config__ = CAMEL
+
     previous_session_id: str
     session_id: str
     session: SessionView
@@ -635,8 +647,10 @@ def _session_key(value: str) -> str:
 def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
     """Validate a batch at the edge; every problem is reported with its field path."""
     items = list(events)
-    if not 1 <= len(items) <= MAX_BATCH_EVENTS:
-        raise InvalidEvent("events", f"must hold 1 to {MAX_BATCH_EVENTS} events, not {len(items)}")
+    if len(items) > MAX_BATCH_EVENTS:
+        raise LimitExceeded("events", f"holds {len(items)} events; at most {MAX_BATCH_EVENTS}")
+    if not items:
+        raise InvalidEvent("events", "must hold at least 1 event")
     facts: list[Fact] = []
     problems: list[dict[str, object]] = []
     for index, item in enumerate(items):
@@ -653,11 +667,21 @@ def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
         try:
             facts.append(_FACTS.validate_python(item))
         except ValidationError as e:
-            for error in e.errors(include_url=False):
-                problems.append({"field": _field_path(index, error), "message": error["msg"]})
+            for detail in e.errors(include_url=False):
+                problems.append(
+                    {
+                        "field": _field_path(index, detail),
+                        "message": detail["msg"],
+                        "type": detail["type"],
+                    }
+                )
     if problems:
         first = problems[0]
-        raise InvalidEvent(str(first["field"]), str(first["message"]), problems)
+        too_large = any(p.get("type") == "too_large" for p in problems)
+        for problem in problems:
+            problem.pop("type", None)
+        kind = LimitExceeded if too_large else InvalidEvent
+        raise kind(str(first["field"]), str(first["message"]), problems)
     return facts
 
 

@@ -6,12 +6,20 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
+from pydantic import ConfigDict
+from pydantic.alias_generators import to_camel
+
 from domain.values import GenerationState, Status
+
+# Rows serialise to camelCase JSON (HTTP API, --json output) straight from these classes.
+CAMEL = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
 @dataclass(frozen=True, slots=True)
 class SessionRow:
     """One per live key: a pointer to its current generation. Deleted keys have none."""
+
+    __pydantic_config__ = CAMEL
 
     session_key: str
     session_id: str
@@ -25,6 +33,8 @@ class SessionRow:
 @dataclass(frozen=True, slots=True)
 class GenerationRow:
     """One per sessionId, archived and deleted ones included."""
+
+    __pydantic_config__ = CAMEL
 
     session_id: str
     session_key: str
@@ -65,6 +75,8 @@ class GenerationRow:
 
 @dataclass(frozen=True, slots=True)
 class RunRow:
+    __pydantic_config__ = CAMEL
+
     run_id: str
     session_key: str
     session_id: str
@@ -91,6 +103,8 @@ class RunRow:
 
 @dataclass(frozen=True, slots=True)
 class EntryRow:
+    __pydantic_config__ = CAMEL
+
     session_id: str
     seq: int
     entry_id: str
@@ -111,6 +125,8 @@ class EntryRow:
 class ReceiptRow:
     """What recording an eventId did, so a retry can answer the same."""
 
+    __pydantic_config__ = CAMEL
+
     event_id: str
     session_key: str
     session_id: str
@@ -123,6 +139,8 @@ class ReceiptRow:
 @dataclass(frozen=True, slots=True)
 class SessionView:
     """The row a gateway reads: the key's pointer joined with its current generation."""
+
+    __pydantic_config__ = CAMEL
 
     session_key: str
     session_id: str

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from domain.errors import InvalidEvent
+from domain.errors import InvalidEvent, LimitExceeded
 from domain.values import MAX_ENTRY_BYTES, MAX_KEY_LENGTH
 from infrastructure.ledger import Ledger
 
@@ -88,7 +88,7 @@ def test_wrong_enum_inside_an_entry_is_named_with_its_path(opened: tuple[Ledger,
 
 def test_oversized_entry_is_refused(opened: tuple[Ledger, str]) -> None:
     ledger, sid = opened
-    with pytest.raises(InvalidEvent) as raised:
+    with pytest.raises(LimitExceeded) as raised:
         ledger.record([appended(sid, {"id": "m1", "content": "x" * (MAX_ENTRY_BYTES + 1)})])
     assert raised.value.field == "events[0].entry"
     assert str(MAX_ENTRY_BYTES) in raised.value.message
@@ -101,6 +101,7 @@ def test_batch_size_is_bounded(opened: tuple[Ledger, str], count: int) -> None:
     with pytest.raises(InvalidEvent) as raised:
         ledger.record(events)
     assert raised.value.field == "events"
+    assert isinstance(raised.value, LimitExceeded) == (count > 0)
 
 
 def test_every_problem_of_a_batch_is_listed(opened: tuple[Ledger, str]) -> None:

@@ -9,7 +9,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine, inspect, text
 
 import migrations
 from domain.errors import SchemaMismatch
@@ -38,10 +38,21 @@ def current_revision(engine: Engine) -> str | None:
         return MigrationContext.configure(connection).get_current_revision()
 
 
+# pg_advisory_xact_lock key: API processes starting together upgrade one at a time.
+_UPGRADE_LOCK = 0x5E55_1013
+
+
 def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Bring the database to `revision` (default: the newest this code knows)."""
+    """Bring the database to `revision` (default: the newest this code knows).
+
+    One transaction, serialised against other upgraders: on PostgreSQL by an advisory
+    lock taken before alembic reads the current revision, on SQLite by taking the
+    write lock at BEGIN (on engines made by infrastructure.database).
+    """
     config = alembic_config()
-    with engine.begin() as connection:
+    with engine.execution_options(ledger_write=True).begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
         config.attributes["connection"] = connection
         command.upgrade(config, revision)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -37,10 +37,14 @@ class FreshnessPolicy(Model):
         user/ingress interaction (the start, if there was none). Daily wins when both
         apply, because it is the harder reset.
         """
+        # Compare instants, never wall clocks: aware datetimes sharing one tzinfo compare
+        # and subtract by wall clock in Python, which is wrong across DST changes.
+        now = now.astimezone(UTC)
+        opened_at = opened_at.astimezone(UTC)
         if self.mode in ("daily", "idle+daily") and opened_at < self.last_boundary(now):
             return "daily"
         if self.mode in ("idle", "idle+daily"):
-            since = last_interaction_at or opened_at
+            since = (last_interaction_at or opened_at).astimezone(UTC)
             if now - since >= timedelta(minutes=self.idle_minutes):
                 return "idle"
         return None
@@ -48,9 +52,10 @@ class FreshnessPolicy(Model):
     def last_boundary(self, now: datetime) -> datetime:
         """The most recent daily reset boundary (at_hour:00 local time) at or before `now`."""
         local = now.astimezone(ZoneInfo(self.timezone))
-        boundary = local.replace(hour=self.at_hour, minute=0, second=0, microsecond=0)
-        if boundary > local:
+        # fold=0: a wall-clock hour repeated by a DST change starts at its first occurrence.
+        boundary = local.replace(hour=self.at_hour, minute=0, second=0, microsecond=0, fold=0)
+        if boundary.astimezone(UTC) > now.astimezone(UTC):
             boundary = (local - timedelta(days=1)).replace(
-                hour=self.at_hour, minute=0, second=0, microsecond=0
+                hour=self.at_hour, minute=0, second=0, microsecond=0, fold=0
             )
         return boundary

@@ -20,7 +20,15 @@ from uuid import UUID
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session
 
-from domain.conversation import Conversation, Decision, Outcome, Resolution, new_id, utcnow
+from domain.conversation import (
+    Conversation,
+    Decision,
+    Outcome,
+    Resolution,
+    conversation_id,
+    new_id,
+    utcnow,
+)
 from domain.errors import (
     InvalidEvent,
     LimitExceeded,
@@ -45,10 +53,12 @@ from infrastructure.database import Database, translate_faults
 from infrastructure.log import EventLog
 from infrastructure.schema import UpgradePolicy, ensure_schema
 from infrastructure.settings import database_url
+from projections.audit import AuditEntry, audit
 from projections.fold import Transition
 from projections.projector import Executor, Projector
 from projections.queries import Page, Queries
 from projections.replay import Mismatch, compare, replayed_rows, stored_rows
+from projections.reports import StatusReport, status_report
 from projections.rows import CAMEL, EntryRow, GenerationRow, RunRow, SessionView
 from projections.state import RowSet
 from projections.tables import TABLES
@@ -393,6 +403,23 @@ class Ledger:
         with self.database.reading() as connection:
             return self.event_log.read(connection, after, limit)
 
+    def audit(self, session_key: str) -> list[AuditEntry]:
+        """Every event of a key (all generations) in log order, with what it did."""
+        with self.database.reading() as connection:
+            events = self.event_log.read_aggregate(connection, conversation_id(session_key))
+        if not events:
+            raise UnknownSession(session_key)
+        return audit(events)
+
+    def status_report(self, *, stuck_after_minutes: int = 15) -> StatusReport:
+        with self.database.reading() as connection:
+            return status_report(
+                connection,
+                TABLES,
+                now=self.clock(),
+                stuck_after=timedelta(minutes=stuck_after_minutes),
+            )
+
     def replay_mismatches(self) -> list[Mismatch]:
         """Differences between the stored read models and a fresh fold of the whole log."""
         with self.database.reading() as connection:
@@ -404,6 +431,15 @@ class Ledger:
                     rows.apply(event, position)
                 after = page[-1][0]
         return compare(stored, replayed_rows(rows))
+
+    def positions(self) -> tuple[int, int]:
+        """(projection position, log head): equal whenever the read models are current."""
+        with self.database.reading() as connection:
+            return self.projector.position(connection), self.projector.log_head(connection)
+
+    def projection_lag(self) -> int:
+        position, head = self.positions()
+        return head - position
 
     def position(self) -> int:
         with self.database.reading() as connection:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+from uuid import UUID
+
 from eventsourcing.persistence import Mapper, StoredEvent
 from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, Text, select
 from sqlalchemy_utils.types.uuid import UUIDType
@@ -29,6 +32,20 @@ class EventLog:
         rows = executor.execute(
             select(EVENTS).where(EVENTS.c.id > after).order_by(EVENTS.c.id).limit(limit)
         )
+        return self._decode(rows)
+
+    def read_aggregate(
+        self, executor: Executor, originator_id: UUID
+    ) -> list[tuple[int, LedgerEvent]]:
+        """One aggregate's (one sessionKey's) events, in log order."""
+        rows = executor.execute(
+            select(EVENTS)
+            .where(EVENTS.c.originator_id == originator_id)
+            .order_by(EVENTS.c.originator_version)
+        )
+        return self._decode(rows)
+
+    def _decode(self, rows: Any) -> list[tuple[int, LedgerEvent]]:
         return [
             (
                 row.id,

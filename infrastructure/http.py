@@ -1,0 +1,518 @@
+"""HTTP API (SPEC §6): a thin FastAPI layer over the Ledger.
+
+Handlers translate JSON to Ledger calls and back; every decision stays in the
+domain. Errors are JSON `{"error", "message", "details"}` and never a stack trace.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import AwareDatetime, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from domain.errors import (
+    InvalidEvent,
+    LedgerError,
+    LimitExceeded,
+    SchemaMismatch,
+    SessionChanged,
+    SessionDeleted,
+    StoreUnavailable,
+    UnknownSession,
+)
+from domain.events import IncomingFact
+from domain.policies import FreshnessPolicy
+from domain.values import (
+    MAX_BATCH_EVENTS,
+    Identifier,
+    Interaction,
+    Model,
+    ResetReason,
+    ShortText,
+    Status,
+)
+from infrastructure.config import ServerSettings
+from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
+from projections.audit import AuditEntry
+from projections.queries import MAX_PAGE
+from projections.reports import StatusReport
+from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
+
+log = logging.getLogger("sessionledger.http")
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+Scope_ = Literal["read", "admin"]
+
+
+# -- request and response bodies --------------------------------------------------------
+
+
+class EventsRequest(Model):
+    events: list[IncomingFact] = Field(min_length=1, max_length=MAX_BATCH_EVENTS)
+
+
+class EventsResponse(Model):
+    results: list[RecordResult]
+
+
+class ResolveRequest(Model):
+    at: AwareDatetime | None = None
+    interaction: Interaction = "user"
+    policy: FreshnessPolicy | None = None
+    session_id: Identifier | None = None
+
+
+class ResetRequest(Model):
+    reason: ResetReason = "reset"
+    expected_session_id: Identifier | None = None
+    session_id: Identifier | None = None
+    at: AwareDatetime | None = None
+
+
+class BindingRequest(Model):
+    cli_session_id: Identifier
+    at: AwareDatetime | None = None
+
+
+class DeleteResponse(Model):
+    session_key: str
+    deleted_session_id: str
+
+
+class SessionsPage(Model):
+    items: list[SessionView]
+    next_cursor: str | None
+
+
+class TranscriptResponse(Model):
+    session_key: str
+    session_ids: list[str]
+    entries: list[EntryRow]
+
+
+class AuditResponse(Model):
+    session_key: str
+    entries: list[AuditEntry]
+
+
+class Health(Model):
+    status: Literal["ok"]
+    position: int
+    log_head: int
+
+
+class ErrorResponse(Model):
+    error: str
+    message: str
+    details: Any = None
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 413, 422, 503)
+}
+
+
+# -- errors -----------------------------------------------------------------------------
+
+
+class AuthError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _error(
+    status: int, code: str, message: str, details: Any = None, **headers: str
+) -> JSONResponse:
+    body = ErrorResponse(error=code, message=message, details=details)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status, headers=headers or None)
+
+
+def _ledger_error(error: LedgerError) -> JSONResponse:
+    if isinstance(error, LimitExceeded):
+        return _error(413, error.code, str(error), error.details)
+    if isinstance(error, InvalidEvent):
+        return _error(422, error.code, str(error), error.details)
+    if isinstance(error, SessionChanged):
+        details = {
+            "sessionKey": error.session_key,
+            "expectedSessionId": error.expected_session_id,
+            "currentSessionId": error.current_session_id,
+        }
+        return _error(409, error.code, str(error), details)
+    if isinstance(error, SessionDeleted):
+        details = {"sessionKey": error.session_key, "sessionId": error.session_id}
+        return _error(404, error.code, str(error), details)
+    if isinstance(error, UnknownSession):
+        return _error(404, error.code, str(error), {"sessionKey": error.session_key})
+    if isinstance(error, (StoreUnavailable, SchemaMismatch)):
+        return _error(503, error.code, str(error), None, **{"Retry-After": "1"})
+    return _error(400, error.code, str(error))
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    """('body', 'events', 3, 'run.ended', 'entry', 'role') -> 'events[3].entry.role'."""
+    parts = list(loc)
+    if parts and parts[0] in {"body", "query", "path", "header"}:
+        parts = parts[1:]
+    path = ""
+    for part in parts:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "." in part and path.endswith("]"):
+            continue  # the union tag pydantic inserts after a list index
+        else:
+            path += f".{part}" if path else str(part)
+    return path or "body"
+
+
+def _validation_error(error: RequestValidationError) -> JSONResponse:
+    problems = list(error.errors())
+    if any(p.get("type") == "json_invalid" for p in problems):
+        return _error(400, "malformed-json", "request body is not valid JSON")
+    details = []
+    for problem in problems:
+        loc = tuple(problem.get("loc", ()))
+        if problem.get("type") in {"union_tag_not_found", "union_tag_invalid"}:
+            loc = (*loc, "type")
+        details.append({"field": _field(loc), "message": problem.get("msg", "invalid")})
+    too_large = any(
+        p.get("type") == "too_large"
+        or (p.get("type") == "too_long" and tuple(p.get("loc", ())) == ("body", "events"))
+        for p in problems
+    )
+    first = details[0] if details else {"field": "body", "message": "invalid"}
+    message = f"{first['field']}: {first['message']}"
+    if too_large:
+        return _error(413, LimitExceeded.code, message, details)
+    return _error(422, InvalidEvent.code, message, details)
+
+
+# -- body size guard ----------------------------------------------------------------------
+
+
+class BodyLimit:
+    """Refuses request bodies over the limit with 413, before anything parses them."""
+
+    def __init__(self, app: ASGIApp, limit: int = MAX_BODY_BYTES) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await _error(413, "too-large", f"body is larger than {self.limit} bytes")(
+                scope, receive, send
+            )
+            return
+        seen = 0
+
+        async def counted() -> Message:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise StarletteHTTPException(413, f"body is larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, counted, send)
+
+
+# -- the app ------------------------------------------------------------------------------
+
+
+class Metrics:
+    def __init__(self, ledger: Ledger) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "sessionledger_http_requests",
+            "HTTP requests by method, route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "sessionledger_events",
+            "Events submitted, by outcome",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.fenced = Counter(
+            "sessionledger_fenced_late_events",
+            "Events recorded against a rotated or deleted generation",
+            registry=self.registry,
+        )
+        self.lag = Gauge(
+            "sessionledger_projection_lag_events",
+            "Log entries not yet folded into the read models",
+            registry=self.registry,
+        )
+        self.ledger = ledger
+
+    def count(self, results: list[RecordResult]) -> None:
+        for result in results:
+            self.events.labels(result.outcome).inc()
+            if result.outcome == "archived" and result.reason is None:
+                self.fenced.inc()
+
+    def render(self) -> bytes:
+        self.lag.set(self.ledger.projection_lag())
+        return generate_latest(self.registry)
+
+
+def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAPI:
+    settings = settings or ServerSettings()
+    app = FastAPI(
+        title="sessionledger",
+        version="0.1.0",
+        summary="Event-sourced session store for AI-agent chat gateways",
+        responses=ERRORS,
+    )
+    metrics = Metrics(ledger)
+    app.state.ledger = ledger
+    app.state.metrics = metrics
+
+    def authorize(scope: Scope_) -> Callable[[Request], None]:
+        def check(request: Request) -> None:
+            if not settings.auth_enabled:
+                return
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise AuthError(401, "missing bearer token")
+            token = token.strip()
+            if _known(token, settings.admin_tokens):
+                return
+            if _known(token, settings.read_tokens):
+                if scope == "read":
+                    return
+                raise AuthError(403, "this operation needs an admin token")
+            raise AuthError(401, "unknown bearer token")
+
+        return check
+
+    read = [Depends(authorize("read"))]
+    admin = [Depends(authorize("admin"))]
+
+    @app.exception_handler(LedgerError)
+    async def on_ledger_error(_: Request, error: LedgerError) -> JSONResponse:
+        return _ledger_error(error)
+
+    @app.exception_handler(RequestValidationError)
+    async def on_validation_error(_: Request, error: RequestValidationError) -> JSONResponse:
+        return _validation_error(error)
+
+    @app.exception_handler(AuthError)
+    async def on_auth_error(_: Request, error: AuthError) -> JSONResponse:
+        code = "unauthorized" if error.status == 401 else "forbidden"
+        headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+        return _error(error.status, code, str(error), None, **headers)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def on_http_error(_: Request, error: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not-found", 405: "method-not-allowed", 413: "too-large"}.get(
+            error.status_code, "http-error"
+        )
+        return _error(error.status_code, code, str(error.detail))
+
+    @app.exception_handler(Exception)
+    async def on_bug(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal-error", "internal error; see the server log")
+
+    @app.middleware("http")
+    async def count_requests(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, path, str(response.status_code)).inc()
+        response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - started) * 1000:.1f}"
+        return response
+
+    @app.post("/v1/events", dependencies=read, response_model=EventsResponse, tags=["events"])
+    def record_events(body: EventsRequest) -> EventsResponse:
+        """Record 1-1000 events; one result per event, in request order."""
+        results = ledger.record(body.events)
+        metrics.count(results)
+        return EventsResponse(results=results)
+
+    @app.post(
+        "/v1/sessions/{session_key:path}/resolve",
+        dependencies=read,
+        response_model=ResolveResult,
+        tags=["sessions"],
+    )
+    def resolve(session_key: str, body: ResolveRequest | None = None) -> ResolveResult:
+        """On every inbound message: open the key if new, rotate it if its policy expired."""
+        body = body or ResolveRequest()
+        return ledger.resolve(
+            session_key,
+            at=body.at,
+            interaction=body.interaction,
+            policy=body.policy or settings.policies.for_key(session_key),
+            session_id=body.session_id,
+        )
+
+    @app.post(
+        "/v1/sessions/{session_key:path}/reset",
+        dependencies=admin,
+        response_model=ResetResult,
+        tags=["sessions"],
+    )
+    def reset(session_key: str, body: ResetRequest | None = None) -> ResetResult:
+        """Rotate the key to a new generation; 409 session-changed on a CAS mismatch."""
+        body = body or ResetRequest()
+        return ledger.reset(
+            session_key,
+            reason=body.reason,
+            expected_session_id=body.expected_session_id,
+            session_id=body.session_id,
+            at=body.at,
+        )
+
+    @app.put(
+        "/v1/sessions/{session_key:path}/bindings/{provider}",
+        dependencies=admin,
+        response_model=RecordResult,
+        tags=["bindings"],
+    )
+    def set_binding(session_key: str, provider: str, body: BindingRequest) -> RecordResult:
+        return ledger.set_binding(session_key, provider, body.cli_session_id, at=body.at)
+
+    @app.delete(
+        "/v1/sessions/{session_key:path}/bindings/{provider}",
+        dependencies=admin,
+        response_model=RecordResult,
+        tags=["bindings"],
+    )
+    def drop_binding(
+        session_key: str, provider: str, reason: Annotated[ShortText, Query()] = "dropped"
+    ) -> RecordResult:
+        return ledger.drop_binding(session_key, provider, reason=reason)
+
+    @app.get(
+        "/v1/sessions/{session_key:path}/transcript",
+        dependencies=read,
+        response_model=TranscriptResponse,
+        tags=["sessions"],
+    )
+    def transcript(
+        session_key: str,
+        session_id: Annotated[str | None, Query(alias="sessionId")] = None,
+        lineage: bool = False,
+    ) -> TranscriptResponse:
+        entries = ledger.transcript(session_key, session_id=session_id, lineage=lineage)
+        ids = list(dict.fromkeys(e.session_id for e in entries))
+        return TranscriptResponse(session_key=session_key, session_ids=ids, entries=entries)
+
+    @app.get(
+        "/v1/sessions/{session_key:path}/audit",
+        dependencies=read,
+        response_model=AuditResponse,
+        tags=["audit"],
+    )
+    def audit(session_key: str) -> AuditResponse:
+        return AuditResponse(session_key=session_key, entries=ledger.audit(session_key))
+
+    @app.get(
+        "/v1/sessions/{session_key:path}/generations",
+        dependencies=read,
+        response_model=list[GenerationRow],
+        tags=["sessions"],
+    )
+    def generations(session_key: str) -> list[GenerationRow]:
+        found = ledger.generations(session_key)
+        if not found:
+            raise UnknownSession(session_key)
+        return found
+
+    @app.get(
+        "/v1/sessions/{session_key:path}",
+        dependencies=read,
+        response_model=SessionView,
+        tags=["sessions"],
+    )
+    def session(session_key: str) -> SessionView:
+        return ledger.session(session_key)
+
+    @app.delete(
+        "/v1/sessions/{session_key:path}",
+        dependencies=admin,
+        response_model=DeleteResponse,
+        tags=["sessions"],
+    )
+    def delete(
+        session_key: str,
+        expected_session_id: Annotated[Identifier | None, Query(alias="expectedSessionId")] = None,
+    ) -> DeleteResponse:
+        deleted = ledger.delete(session_key, expected_session_id=expected_session_id)
+        return DeleteResponse(session_key=session_key, deleted_session_id=deleted)
+
+    @app.get("/v1/sessions", dependencies=read, response_model=SessionsPage, tags=["sessions"])
+    def sessions(
+        status: Status | None = None,
+        agent: str | None = None,
+        channel: str | None = None,
+        active_within_minutes: Annotated[
+            int | None, Query(alias="activeWithinMinutes", ge=1, le=60 * 24 * 366)
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
+        cursor: str | None = None,
+    ) -> SessionsPage:
+        page = ledger.sessions(
+            status=status,
+            agent=agent,
+            channel=channel,
+            active_within_minutes=active_within_minutes,
+            limit=limit,
+            cursor=cursor,
+        )
+        return SessionsPage(items=page.items, next_cursor=page.next_cursor)
+
+    @app.get("/v1/runs/{run_id}", dependencies=read, response_model=RunRow, tags=["runs"])
+    def run(run_id: str) -> RunRow:
+        found = ledger.run(run_id)
+        if found is None:
+            raise StarletteHTTPException(404, f"unknown run {run_id!r}")
+        return found
+
+    @app.get("/v1/reports/status", dependencies=read, response_model=StatusReport, tags=["reports"])
+    def status_report(
+        stuck_after_minutes: Annotated[int, Query(alias="stuckAfterMinutes", ge=1)] = 15,
+    ) -> StatusReport:
+        return ledger.status_report(stuck_after_minutes=stuck_after_minutes)
+
+    @app.get("/healthz", response_model=Health, tags=["operations"])
+    def healthz() -> Health:
+        position, head = ledger.positions()
+        return Health(status="ok", position=position, log_head=head)
+
+    @app.get("/metrics", dependencies=read, response_class=PlainTextResponse, tags=["operations"])
+    def prometheus() -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    app.add_middleware(BodyLimit)
+    return app
+
+
+def _known(token: str, tokens: frozenset[str]) -> bool:
+    return any(hmac.compare_digest(token, known) for known in tokens)
+
+
+__all__ = ["create_app"]

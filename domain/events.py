@@ -12,6 +12,7 @@ Recorded events are immutable pydantic models and versioned with the library's
 from __future__ import annotations
 
 from datetime import datetime
+from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID
 
@@ -93,6 +94,11 @@ class TranscriptEntry(Model):
         return self
 
     def digest(self) -> str:
+        """Content digest: what the generation's hash chain links."""
+        return self._digest
+
+    @cached_property
+    def _digest(self) -> str:
         return digest(canonical_json(self.model_dump(mode="json", by_alias=True)))
 
 

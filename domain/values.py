@@ -8,6 +8,7 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
+import orjson
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt
 from pydantic.alias_generators import to_camel
 
@@ -74,8 +75,13 @@ class Usage(Model):
 
 
 def canonical_json(value: Any) -> bytes:
-    """Stable JSON bytes: the basis of fingerprints and hash chains."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    """Stable JSON bytes (sorted keys, compact, UTF-8): the basis of fingerprints and hash
+    chains, so it must never change. orjson for speed; integers beyond 64 bits, which it
+    refuses, take the stdlib path (the same value always takes the same path)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def digest(*parts: bytes) -> str:

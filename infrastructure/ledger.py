@@ -543,14 +543,9 @@ class UnitOfWork:
             return
         pending, self.pending = self.pending, []
         recordings = self.ledger.app.save_conversations(pending, list(self.changed.values()))
-        recorded = [(r.notification.id, r.domain_event) for r in recordings]
+        recorded = [(r.notification.id, cast(LedgerEvent, r.domain_event)) for r in recordings]
         self.transitions.extend(
-            self.ledger.projector.project(
-                self.session,
-                self.rowset,
-                recorded,
-                self.position,  # type: ignore[arg-type]
-            )
+            self.ledger.projector.project(self.session, self.rowset, recorded, self.position)
         )
         self.position = recorded[-1][0]
 

@@ -104,6 +104,14 @@ def print_json(data: Any) -> None:
     typer.echo(json.dumps(jsonable(data), indent=2))
 
 
+def _missing_sqlite_file(url: str) -> bool:
+    parsed = make_url(url)
+    name = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
+        return False
+    return not Path(name).exists()
+
+
 @contextmanager
 def opened_database(db: str | None) -> Iterator[Database]:
     database = Database(database_url(db))
@@ -134,8 +142,13 @@ def db_upgrade(db: DbOption = None, as_json: JsonOption = False) -> None:
 @db_app.command("current")
 def db_current(db: DbOption = None, as_json: JsonOption = False) -> None:
     """Show the database's schema revision and the one this version needs."""
-    with reported_failures(), opened_database(db) as database:
-        revision = current_revision(database.engine)
+    url = database_url(db)
+    with reported_failures():
+        if _missing_sqlite_file(url):
+            revision = None  # do not create the file just to look at it
+        else:
+            with opened_database(url) as database:
+                revision = current_revision(database.engine)
     head = head_revision()
     if revision == head:
         state = "up to date"
@@ -148,14 +161,14 @@ def db_current(db: DbOption = None, as_json: JsonOption = False) -> None:
     if as_json:
         print_json(
             {
-                "db": shown_url(database.url),
+                "db": shown_url(url),
                 "revision": revision,
                 "head": head,
                 "upToDate": revision == head,
             }
         )
     else:
-        typer.echo(f"{shown_url(database.url)}: revision {revision or '-'} (head {head}): {state}")
+        typer.echo(f"{shown_url(url)}: revision {revision or '-'} (head {head}): {state}")
 
 
 # -- demo --------------------------------------------------------------------------------------

@@ -92,6 +92,13 @@ def test_db_urls_print_without_passwords(postgres_url: str) -> None:
     assert json.loads(result.stdout)["db"].count("***") == 1
 
 
+def test_db_current_does_not_create_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "absent.db"
+    data = json.loads(invoke("db", "current", "--db", str(path), "--json").stdout)
+    assert (data["revision"], data["upToDate"]) == (None, False)
+    assert not path.exists()
+
+
 # -- demo ---------------------------------------------------------------------------------------
 
 

@@ -9,16 +9,9 @@ its receipt, every batch is wholly there or wholly absent, and replay equals liv
 
 from __future__ import annotations
 
-import json
-import os
 import random
-import signal
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,66 +22,11 @@ from infrastructure.ledger import Ledger
 from infrastructure.settings import database_url as normalise_url
 from projections.tables import PROJECTION_NAME, TABLES
 from tests.helpers import assert_replay_equals_live
+from tests.integration.workers.process import Worker
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[2]
 ROUNDS = 6
-DEADLINE = 30.0
-CHILD = "tests.integration.workers.ingest_child"
-
-
-class Child:
-    """The ingesting child, its output collected line by line on a reader thread."""
-
-    def __init__(self, url: str, prefix: str, seed: int) -> None:
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", CHILD, url, prefix, str(seed)],
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        )
-        self.lines: list[dict[str, Any]] = []
-        self.changed = threading.Condition()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for raw in self.process.stdout:
-            if not raw.endswith(b"\n"):
-                break  # a line cut short by the kill was never a whole acknowledgement
-            with self.changed:
-                self.lines.append(json.loads(raw))
-                self.changed.notify_all()
-        with self.changed:
-            self.changed.notify_all()
-
-    def acks(self) -> int:
-        return sum(1 for line in self.lines if "ack" in line)
-
-    def wait_for(self, condition: Callable[[], bool], what: str) -> None:
-        deadline = time.monotonic() + DEADLINE
-        with self.changed:
-            while not condition():
-                if self.process.poll() is not None and not self.reader.is_alive():
-                    raise AssertionError(f"child exited before {what}: {self.stderr()}")
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise AssertionError(f"timed out waiting for {what}")
-                self.changed.wait(min(remaining, 0.5))
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(DEADLINE)
-        self.reader.join(DEADLINE)
-
-    def stderr(self) -> str:
-        assert self.process.stderr is not None
-        if self.process.poll() is None:
-            return ""
-        return self.process.stderr.read().decode(errors="replace")[-3000:]
 
 
 def whole_log(ledger: Ledger) -> list[tuple[int, LedgerEvent]]:
@@ -144,33 +82,35 @@ def check_store(url: str, lines: list[dict[str, Any]]) -> int:
 
 
 @pytest.fixture
-def children() -> Iterator[list[Child]]:
-    started: list[Child] = []
+def children() -> Iterator[list[Worker]]:
+    started: list[Worker] = []
     yield started
     for child in started:
-        if child.process.poll() is None:
-            child.kill()
+        child.kill()
 
 
-def test_acknowledged_events_survive_kill_9(database_url: str, children: list[Child]) -> None:
+def test_acknowledged_events_survive_kill_9(database_url: str, children: list[Worker]) -> None:
     rng = random.Random()
     seed = rng.randrange(1 << 30)
     rng.seed(seed)
     lines: list[dict[str, Any]] = []
     for round_no in range(ROUNDS):
-        child = Child(database_url, f"k{round_no}", rng.randrange(1 << 30))
+        child = Worker("ingest_child", database_url, f"k{round_no}", str(rng.randrange(1 << 30)))
         children.append(child)
-        # Round 1 is killed while it opens the store (migration check, catch-up).
-        target = 0 if round_no == 1 else rng.randrange(1, 25)
-        if target:
-            child.wait_for(lambda t=target, c=child: c.acks() >= t, f"{target} acks")  # type: ignore[misc]
-        time.sleep(rng.uniform(0, 0.03))  # where in a transaction the kill lands: anywhere
+        if round_no in (0, 3):
+            # Killed while it opens the store: creating the schema (round 0), catching up.
+            child.wait_for(lambda c=child: c.count("opening") == 1, "the child to start")  # type: ignore[misc]
+            time.sleep(rng.uniform(0, 0.8))
+        else:
+            target = rng.randrange(1, 25)
+            child.wait_for(lambda t=target, c=child: c.count("ack") >= t, f"{target} acks")  # type: ignore[misc]
+            time.sleep(rng.uniform(0, 0.03))  # where in a transaction the kill lands: anywhere
         child.kill()
         lines.extend(child.lines)
         in_flight = bool(child.lines) and "send" in child.lines[-1]
         acked = check_store(database_url, lines)
         print(
-            f"seed {seed} round {round_no}: killed after {child.acks()} acks"
+            f"seed {seed} round {round_no}: killed after {child.count('ack')} acks"
             f"{' with a batch in flight' if in_flight else ''}, {acked} acknowledged in all"
         )
     assert sum(1 for line in lines if "ack" in line) >= ROUNDS

@@ -6,6 +6,7 @@ It opens the ledger, then records small mixed batches (run starts/ends/errors,
 transcript appends, whole turns) on a few keys and resets a key now and then. Every
 line it prints is one JSON object, flushed at once:
 
+- {"opening": ROUND} just before `Ledger.open` (which may create and migrate the store);
 - {"send": [eventIds]} just before `record()` is called with that batch;
 - {"ack": [{"fact", "outcome", "position"}, ...]} only after `record()` returned;
 - {"reset": key, "from": sid, "to": sid} only after `reset()` returned.
@@ -168,6 +169,7 @@ class Ingest:
 
 def main() -> None:
     url, prefix, seed = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    emit({"opening": prefix})
     ledger = Ledger.open(url)
     emit({"ready": prefix})
     Ingest(ledger, prefix, random.Random(seed)).run()

@@ -150,3 +150,23 @@ def test_a_concurrent_reset_is_a_takeover_not_an_error(
         assert generation.state == "archived"
         assert generation.late_events == sum(a["outcome"] == "archived" for a in answers)
         assert_replay_equals_live(ledger)
+
+
+def test_processes_opening_a_new_store_at_once_all_succeed(
+    database_url: str, workers: list[Worker]
+) -> None:
+    """Several gateway processes starting together on a new store: one creates it, none fails."""
+    for proc in range(PROCESSES):
+        workers.append(Worker("open_worker", database_url, str(proc), stdin=True))
+    for worker in workers:
+        worker.wait_for(lambda w=worker: w.count("ready") == 1, "the worker to start")  # type: ignore[misc]
+    for worker in workers:
+        worker.send("go")
+    for worker in workers:
+        assert worker.finish() == 0, worker.stderr()
+        errors = [line for line in worker.lines if "error" in line]
+        assert not errors, f"{errors[0]['error']}\n{errors[0]['trace']}"
+    opened = {line["sessionId"] for worker in workers for line in worker.lines if "opened" in line}
+    assert len(opened) == 1, "each process must find the one session the first opened"
+    with Ledger.open(database_url) as ledger:
+        assert_replay_equals_live(ledger)

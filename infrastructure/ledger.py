@@ -52,7 +52,7 @@ from infrastructure.application import LedgerApplication
 from infrastructure.database import Database, translate_faults
 from infrastructure.log import EventLog
 from infrastructure.schema import UpgradePolicy, ensure_schema
-from infrastructure.settings import database_url
+from infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
 from projections.audit import AuditEntry, audit
 from projections.fold import Transition
 from projections.projector import Executor, Projector
@@ -128,13 +128,16 @@ class Ledger:
         upgrade: UpgradePolicy = "auto",
         policy: FreshnessPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
+        busy_timeout: float = BUSY_TIMEOUT_SECONDS,
     ) -> Ledger:
         """Open (creating and migrating on first use) the store at `url`.
 
         `url`: a SQLAlchemy URL, a file path, or None for $SESSIONLEDGER_DB or the
         embedded default. Raises SchemaMismatch for a schema this code does not know.
+        `busy_timeout`: seconds a write waits for other writers (a locked database)
+        before it fails with StoreUnavailable.
         """
-        database = Database(database_url(url))
+        database = Database(database_url(url), busy_timeout=busy_timeout)
         try:
             with translate_faults():
                 ensure_schema(database.engine, upgrade)

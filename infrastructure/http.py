@@ -52,6 +52,7 @@ from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
 log = logging.getLogger("sessionledger.http")
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_WINDOW_MINUTES = 60 * 24 * 366  # time windows in query strings: at most a year
 Scope_ = Literal["read", "admin"]
 
 
@@ -219,18 +220,37 @@ class BodyLimit:
                 scope, receive, send
             )
             return
+        # A body without Content-Length (chunked) is counted as it arrives. Over the limit,
+        # answer 413 here and tell the app the client went away: an exception raised from
+        # `receive` would reach FastAPI's body parser wrapped in an ExceptionGroup (by the
+        # BaseHTTPMiddleware task group) and come out as a 400.
         seen = 0
+        started = refused = False
 
         async def counted() -> Message:
-            nonlocal seen
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise StarletteHTTPException(413, f"body is larger than {self.limit} bytes")
+                    refused = True
+                    if not started:
+                        await _error(413, "too-large", f"body is larger than {self.limit} bytes")(
+                            scope, receive, send
+                        )
+                    return {"type": "http.disconnect"}
             return message
 
-        await self.app(scope, counted, send)
+        async def guarded(message: Message) -> None:
+            nonlocal started
+            if refused:
+                return  # the 413 already went out; drop the app's answer to the "disconnect"
+            started = True
+            await send(message)
+
+        await self.app(scope, counted, guarded)
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -392,7 +412,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         response_model=RecordResult,
         tags=["bindings"],
     )
-    def set_binding(session_key: str, provider: str, body: BindingRequest) -> RecordResult:
+    def set_binding(session_key: str, provider: Identifier, body: BindingRequest) -> RecordResult:
         return ledger.set_binding(session_key, provider, body.cli_session_id, at=body.at)
 
     @app.delete(
@@ -402,7 +422,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         tags=["bindings"],
     )
     def drop_binding(
-        session_key: str, provider: str, reason: Annotated[ShortText, Query()] = "dropped"
+        session_key: str, provider: Identifier, reason: Annotated[ShortText, Query()] = "dropped"
     ) -> RecordResult:
         return ledger.drop_binding(session_key, provider, reason=reason)
 
@@ -470,7 +490,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         agent: str | None = None,
         channel: str | None = None,
         active_within_minutes: Annotated[
-            int | None, Query(alias="activeWithinMinutes", ge=1, le=60 * 24 * 366)
+            int | None, Query(alias="activeWithinMinutes", ge=1, le=MAX_WINDOW_MINUTES)
         ] = None,
         limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         cursor: str | None = None,
@@ -494,7 +514,9 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
 
     @app.get("/v1/reports/status", dependencies=read, response_model=StatusReport, tags=["reports"])
     def status_report(
-        stuck_after_minutes: Annotated[int, Query(alias="stuckAfterMinutes", ge=1)] = 15,
+        stuck_after_minutes: Annotated[
+            int, Query(alias="stuckAfterMinutes", ge=1, le=MAX_WINDOW_MINUTES)
+        ] = 15,
     ) -> StatusReport:
         return ledger.status_report(stuck_after_minutes=stuck_after_minutes)
 

@@ -64,6 +64,9 @@ def ensure_schema(engine: Engine, policy: UpgradePolicy = "auto") -> str:
     for `sessionledger db upgrade` on an old server database, where several processes
     may start at once.
     """
+    # Tables before revision: an upgrader committing in between (tables and revision
+    # together) then reads as "at head", never as "tables without a revision".
+    tables = inspect(engine).get_table_names()
     revision = current_revision(engine)
     head = head_revision()
     if revision == head:
@@ -73,7 +76,7 @@ def ensure_schema(engine: Engine, policy: UpgradePolicy = "auto") -> str:
             f"database schema revision {revision!r} is unknown to this sessionledger "
             f"(it knows up to {head!r}); it was written by a newer or foreign version"
         )
-    if revision is None and inspect(engine).get_table_names():
+    if revision is None and tables:
         raise SchemaMismatch(
             "database has tables but no sessionledger schema revision; refusing to use it"
         )

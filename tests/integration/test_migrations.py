@@ -288,3 +288,22 @@ def test_opening_a_new_database_creates_only_what_the_migrations_create(
         snapshots = connection.execute(text(f"SELECT count(*) FROM {SNAPSHOTS_TABLE}")).scalar()
     assert snapshots == 1
     assert ensure_schema(engine, "never") == head_revision()
+
+
+def test_processes_starting_together_on_an_empty_database_all_open_it(
+    database_url: str, tmp_path: Any
+) -> None:
+    """API processes started at once race to create the schema: one does, the rest wait."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    # eventsourcing_sqlalchemy defines its record classes lazily in a process-wide dict,
+    # not thread-safely: define them once before the threads race (processes do not share).
+    Ledger.open(f"sqlite:///{tmp_path / 'warm.db'}").close()
+
+    def start(_: int) -> str:
+        with Ledger.open(database_url) as ledger:
+            return ledger.resolve(KEY, at=T0).session.session_id
+
+    with ThreadPoolExecutor(6) as pool:
+        ids = set(pool.map(start, range(6)))
+    assert len(ids) == 1

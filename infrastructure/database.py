@@ -9,6 +9,7 @@ instead of conflicting. Faults surface as `StoreUnavailable`, never half-written
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -19,7 +20,7 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError as LibraryIntegrityError
 from eventsourcing.persistence import PersistenceError
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from domain.errors import StoreUnavailable
@@ -29,7 +30,10 @@ from projections.tables import EVENTS_TABLE
 T = TypeVar("T")
 
 # Errors worth another attempt of the whole transaction (nothing of it was kept).
-_RETRYABLE_PG_CODES = {"40001", "40P01", "55P03"}  # serialization, deadlock, lock timeout
+_RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
+# lock_not_available: the writer lock was not ours within the busy timeout. Retrying would
+# wait that long again, once per attempt; the store is locked, so say so.
+_LOCKED_PG_CODES = {"55P03"}
 
 
 class Database:
@@ -114,10 +118,15 @@ def translate_faults() -> Iterator[None]:
     except (sqlalchemy.exc.IntegrityError, LibraryIntegrityError) as e:
         # A concurrent writer took the same aggregate version or key: decide again.
         raise _Retry() from e
+    except sqlalchemy.exc.TimeoutError as e:
+        # Every pooled connection stayed busy for the whole busy timeout.
+        raise StoreUnavailable(f"database busy: {_first_line(e)}") from e
     except sqlalchemy.exc.DBAPIError as e:
         code = getattr(getattr(e, "orig", None), "sqlstate", None)
         if code in _RETRYABLE_PG_CODES:
             raise _Retry() from e
+        if code in _LOCKED_PG_CODES:
+            raise StoreUnavailable(f"database locked: {_first_line(e)}") from e
         if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
             e.connection_invalidated
         ):
@@ -134,16 +143,28 @@ def _first_line(error: BaseException) -> str:
 
 def _create_engine(url: str, busy_timeout: float) -> Engine:
     if url.startswith("sqlite"):
+        database = make_url(url).database or ""
+        in_memory = database in ("", ":memory:") or "mode=memory" in url
         engine = create_engine(
             url,
             connect_args={"timeout": busy_timeout, "check_same_thread": False},
+            # A file's pool queues for connections; an in-memory one has a single one.
+            **({} if in_memory else {"pool_timeout": busy_timeout}),
         )
-        _configure_sqlite(engine, busy_timeout)
+        _configure_sqlite(engine, busy_timeout, None if in_memory else os.path.abspath(database))
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # pool_timeout: waiting for a free connection is waiting for other writers too.
+    return create_engine(
+        url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=busy_timeout
+    )
 
 
-def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> None:
+    # The file this engine's first connection opened, as (device, inode). An open SQLite
+    # connection keeps reading and writing its file after it is unlinked or replaced, so
+    # writes would be acknowledged into a file nobody will ever open again (SPEC §4.5).
+    opened: list[tuple[int, int]] = []
+
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         # We issue BEGIN ourselves (below), so pysqlite must not.
@@ -154,8 +175,24 @@ def _configure_sqlite(engine: Engine, busy_timeout: float) -> None:
         # FULL: a commit is on disk before we acknowledge it (SPEC §4.5).
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.close()
+        if path is not None and not opened:
+            opened.append(_file_identity(path) or (0, 0))
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get("ledger_write", False)
         connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+        # Checked once the transaction holds its lock, so only a removal during the
+        # transaction itself can still slip by.
+        if path is not None and opened and _file_identity(path) != opened[0]:
+            connection.exec_driver_sql("ROLLBACK")
+            connection.invalidate()
+            raise StoreUnavailable(f"database file {path} was removed or replaced")
+
+
+def _file_identity(path: str) -> tuple[int, int] | None:
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_dev, stat.st_ino

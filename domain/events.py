@@ -11,12 +11,20 @@ Recorded events are immutable pydantic models and versioned with the library's
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
 from domain.values import (
@@ -83,7 +91,8 @@ class TranscriptEntry(Model):
     parent_id: Identifier | None = None
     role: Role
     content: JsonValue
-    timestamp: AwareDatetime
+    # Normalised to UTC on the way in, so the hashed entry and the stored row agree.
+    timestamp: Annotated[AwareDatetime, AfterValidator(lambda t: t.astimezone(UTC))]
 
     @model_validator(mode="after")
     def _bounded(self) -> TranscriptEntry:

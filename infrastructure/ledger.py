@@ -336,8 +336,8 @@ class Ledger:
             view = self.queries.session(connection, session_key)
             if view is not None:
                 return view
-            last = self.queries.last_generation_of(connection, session_key)
-        if last is not None and last.state == "deleted":
+            last = self.queries.deleted_generation_of(connection, session_key)
+        if last is not None:
             raise SessionDeleted(session_key, last.session_id)
         raise UnknownSession(session_key)
 
@@ -389,7 +389,7 @@ class Ledger:
             if session_id is None:
                 view = self.queries.session(connection, session_key)
                 if view is None:
-                    last = self.queries.last_generation_of(connection, session_key)
+                    last = self.queries.deleted_generation_of(connection, session_key)
                     if last is None:
                         raise UnknownSession(session_key)
                     session_id = last.session_id

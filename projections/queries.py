@@ -34,10 +34,20 @@ class Queries:
         ).first()
         return self._view(row) if row is not None else None
 
-    def last_generation_of(self, connection: Connection, session_key: str) -> GenerationRow | None:
+    def deleted_generation_of(
+        self, connection: Connection, session_key: str
+    ) -> GenerationRow | None:
+        """The generation a key's deletion tombstoned (the latest, if it was deleted twice).
+
+        Ordered by when it was archived, not by when it was last touched: late events
+        keep landing on older generations after a delete.
+        """
         g = self.t.generations
         row = connection.execute(
-            select(g).where(g.c.session_key == session_key).order_by(g.c.position.desc()).limit(1)
+            select(g)
+            .where(g.c.session_key == session_key, g.c.state == "deleted")
+            .order_by(g.c.archived_at.desc(), g.c.position.desc())
+            .limit(1)
         ).first()
         return GenerationRow(**row._mapping) if row is not None else None
 

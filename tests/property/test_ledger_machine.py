@@ -824,8 +824,9 @@ def test_ledger_machine_on_postgres(postgres_server: Any) -> None:
     run_state_machine_as_test(OnPostgres, settings=POSTGRES_SETTINGS)
 
 
-@pytest.mark.xfail(strict=True, reason="queries.last_generation_of orders by last-touched position")
-def test_known_issue_deleted_key_looks_unknown_after_late_event(sqlite_url: str) -> None:
+def test_deleted_key_stays_deleted_after_a_late_event_on_an_older_generation(
+    sqlite_url: str,
+) -> None:
     # §4.8: a deleted key stays deleted. A late event for an *older* archived generation,
     # arriving after the delete, makes that generation the last touched one, and
     # Ledger.session() then answers UnknownSession instead of SessionDeleted.

@@ -5,7 +5,6 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
-import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -127,11 +126,6 @@ def test_any_change_to_stored_history_is_detected(
     assert verify(_tamper(entries, how, index)) != []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="entry timestamps are stored in UTC but hashed as sent: non-UTC offsets break "
-    "recomputation from rows (normalise TranscriptEntry.timestamp to UTC in domain/events.py)",
-)
 @given(transcripts(offsets=st.integers(-600, 600).filter(bool)))
 def test_chains_with_non_utc_timestamps_verify_from_rows(entries: list[EntryRow]) -> None:
     assert verify(entries) == []

@@ -824,7 +824,7 @@ def test_ledger_machine_on_postgres(postgres_server: Any) -> None:
     run_state_machine_as_test(OnPostgres, settings=POSTGRES_SETTINGS)
 
 
-def test_deleted_key_stays_deleted_after_a_late_event_on_an_older_generation(
+def test_deleted_key_stays_deleted_after_a_late_event_on_older_generation(
     sqlite_url: str,
 ) -> None:
     # §4.8: a deleted key stays deleted. A late event for an *older* archived generation,

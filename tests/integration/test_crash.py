@@ -26,7 +26,7 @@ from tests.integration.workers.process import Worker
 
 pytestmark = pytest.mark.slow
 
-ROUNDS = 6
+ROUNDS = 5
 
 
 def whole_log(ledger: Ledger) -> list[tuple[int, LedgerEvent]]:
@@ -95,24 +95,31 @@ def test_acknowledged_events_survive_kill_9(database_url: str, children: list[Wo
     rng.seed(seed)
     lines: list[dict[str, Any]] = []
     for round_no in range(ROUNDS):
-        child = Worker("ingest_child", database_url, f"k{round_no}", str(rng.randrange(1 << 30)))
-        children.append(child)
-        if round_no in (0, 3):
-            # Killed while it opens the store: creating the schema (round 0), catching up.
-            child.wait_for(lambda c=child: c.count("opening") == 1, "the child to start")  # type: ignore[misc]
-            time.sleep(rng.uniform(0, 0.8))
-        else:
-            target = rng.randrange(1, 25)
-            child.wait_for(lambda t=target, c=child: c.count("ack") >= t, f"{target} acks")  # type: ignore[misc]
-            time.sleep(rng.uniform(0, 0.03))  # where in a transaction the kill lands: anywhere
-        child.kill()
-        lines.extend(child.lines)
-        in_flight = bool(child.lines) and "send" in child.lines[-1]
+        # Rounds 2 and 4 run two ingesting processes side by side, one killed while the
+        # other may be queued on its lock, then the other.
+        pair = round_no in (2, 4)
+        batch = [
+            Worker("ingest_child", database_url, f"k{round_no}{n}", str(rng.randrange(1 << 30)))
+            for n in range(2 if pair else 1)
+        ]
+        children.extend(batch)
+        for child in batch:
+            if round_no in (0, 3):
+                # Killed while it opens the store: creating the schema (round 0), catching up.
+                child.wait_for(lambda c=child: c.count("opening") == 1, "the child to start")  # type: ignore[misc]
+                time.sleep(rng.uniform(0, 0.6))
+            else:
+                target = rng.randrange(1, 16)
+                child.wait_for(lambda t=target, c=child: c.count("ack") >= t, f"{target} acks")  # type: ignore[misc]
+                time.sleep(rng.uniform(0, 0.03))  # where in a transaction the kill lands
+            child.kill()
+        report = []
+        for child in batch:
+            lines.extend(child.lines)
+            in_flight = bool(child.lines) and "send" in child.lines[-1]
+            report.append(f"{child.count('ack')} acks{' + 1 in flight' if in_flight else ''}")
         acked = check_store(database_url, lines)
-        print(
-            f"seed {seed} round {round_no}: killed after {child.count('ack')} acks"
-            f"{' with a batch in flight' if in_flight else ''}, {acked} acknowledged in all"
-        )
+        print(f"seed {seed} round {round_no}: killed after {', '.join(report)}; {acked} in all")
     assert sum(1 for line in lines if "ack" in line) >= ROUNDS
 
 

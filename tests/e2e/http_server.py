@@ -31,22 +31,20 @@ READ_TOKEN = "read-token-e2e"
 ADMIN_TOKEN = "admin-token-e2e"
 START_DEADLINE_SECONDS = 60.0
 
-# The child process: optionally shortens the database busy timeout (so a locked SQLite file
-# answers 503 in about a second instead of 30), then serves the ledger with uvicorn.
+# The child process serves the ledger with uvicorn; a short busy timeout makes a locked
+# SQLite file answer 503 in about a second instead of 30.
 _CHILD = """
 import json, sys
-config = json.loads(sys.argv[1])
-if config["busyTimeout"] is not None:
-    import infrastructure.settings
-    infrastructure.settings.BUSY_TIMEOUT_SECONDS = config["busyTimeout"]
 from infrastructure.config import ServerSettings
 from infrastructure.ledger import Ledger
 from infrastructure.server import serve
+config = json.loads(sys.argv[1])
+options = {} if config["busyTimeout"] is None else {"busy_timeout": config["busyTimeout"]}
 settings = ServerSettings(
     read_tokens=frozenset(config["readTokens"]), admin_tokens=frozenset(config["adminTokens"])
 )
-serve(Ledger.open(config["url"]), host="127.0.0.1", port=config["port"], settings=settings,
-      log_level="warning")
+serve(Ledger.open(config["url"], **options), host="127.0.0.1", port=config["port"],
+      settings=settings, log_level="warning")
 """
 
 TRACEBACK_MARKERS = ("Traceback (most recent call last)", 'File "/', "site-packages")

@@ -908,12 +908,6 @@ def test_a_locked_sqlite_database_is_503_and_the_retry_succeeds(tmp_path: Path) 
     assert "Traceback" not in server.log(), server.log()[-4000:]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (infrastructure/database.py): pooled SQLite connections keep writing to an "
-    "unlinked file, so writes after the database's directory is removed are acknowledged "
-    "and lost on restart instead of answering 503",
-)
 def test_a_removed_sqlite_database_is_503(tmp_path: Path) -> None:
     url = sqlite_database(tmp_path / "db")
     server = start_server(url, tmp_path)
@@ -922,8 +916,11 @@ def test_a_removed_sqlite_database_is_503(tmp_path: Path) -> None:
         key = new_key()
         sid = open_key(client, key)
         shutil.rmtree(tmp_path / "db")
+        # Pooled connections still hold the unlinked file: a write must not be acknowledged.
         response = client.post("/v1/events", json={"events": [entry(key, sid, "m1")]})
         error(response, 503, "store-unavailable")
+        error(client.post(path(key, "/reset"), json={}), 503, "store-unavailable")
+        error(client.post(path(new_key(), "/resolve"), json={}), 503, "store-unavailable")
     finally:
         server.stop()
 

@@ -796,14 +796,14 @@ def workdir() -> Iterator[Path]:
 _DEBUG = {"phases": [Phase.generate]} if os.environ.get("MACHINE_NO_SHRINK") else {}
 SQLITE_SETTINGS = settings(
     **_DEBUG,  # type: ignore[arg-type]
-    max_examples=60,
+    max_examples=50,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 POSTGRES_SETTINGS = settings(
-    max_examples=12,
-    stateful_step_count=20,
+    max_examples=20,
+    stateful_step_count=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

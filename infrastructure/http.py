@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
+from urllib.parse import quote, unquote
 
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -18,6 +19,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import AwareDatetime, Field
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -253,6 +255,59 @@ class BodyLimit:
         await self.app(scope, counted, guarded)
 
 
+# -- path segments: keys travel URL-encoded, '/' as %2F ------------------------------------
+
+# Stands for an encoded '/' inside one path segment while routing. A control character, so
+# never part of a valid key or id (those refuse control characters).
+_SLASH = "\x1f"
+_INVALID = "\x7f"
+
+
+class SegmentConvertor(Convertor[str]):
+    """One path segment, its encoded slashes restored: `a%2Fb` -> 'a/b'."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return value.replace(_SLASH, "/")
+
+    def to_string(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+register_url_convertor("segment", SegmentConvertor())
+
+
+class EncodedSlashes:
+    """Routes on the path as sent, so `/v1/sessions/x%2Faudit` is the row of key 'x/audit'.
+
+    The server decodes %2F before routing; `/v1/sessions/x/audit` would then be the audit
+    of key 'x', and `DELETE /v1/sessions/a%2Fbindings%2Fp` would drop a binding of key 'a'
+    instead of deleting key 'a/bindings/p'. Each segment is decoded on its own here, an
+    encoded '/' kept as `_SLASH` until the `segment` convertor puts it back.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") if scope["type"] == "http" else None
+        path = scope.get("path", "")
+        if path.startswith(("/v1/sessions/", "/v1/runs/")):
+            # A literal _SLASH (sent as %1F) must not turn into '/': make it DEL, which key
+            # and id validation refuse like any control character.
+            routed = path.replace(_SLASH, _INVALID)
+            if raw:
+                sent = raw.split(b"?", 1)[0].decode("latin-1")
+                segments = [unquote(segment) for segment in sent.split("/")]
+                if "/".join(segments) == path:  # what the server decoded (no root_path)
+                    routed = "/".join(
+                        s.replace(_SLASH, _INVALID).replace("/", _SLASH) for s in segments
+                    )
+            scope = {**scope, "path": routed}
+        await self.app(scope, receive, send)
+
+
 # -- the app ------------------------------------------------------------------------------
 
 
@@ -373,7 +428,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return EventsResponse(results=results)
 
     @app.post(
-        "/v1/sessions/{session_key:path}/resolve",
+        "/v1/sessions/{session_key:segment}/resolve",
         dependencies=read,
         response_model=ResolveResult,
         tags=["sessions"],
@@ -390,7 +445,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         )
 
     @app.post(
-        "/v1/sessions/{session_key:path}/reset",
+        "/v1/sessions/{session_key:segment}/reset",
         dependencies=admin,
         response_model=ResetResult,
         tags=["sessions"],
@@ -407,7 +462,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         )
 
     @app.put(
-        "/v1/sessions/{session_key:path}/bindings/{provider}",
+        "/v1/sessions/{session_key:segment}/bindings/{provider:segment}",
         dependencies=admin,
         response_model=RecordResult,
         tags=["bindings"],
@@ -416,7 +471,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return ledger.set_binding(session_key, provider, body.cli_session_id, at=body.at)
 
     @app.delete(
-        "/v1/sessions/{session_key:path}/bindings/{provider}",
+        "/v1/sessions/{session_key:segment}/bindings/{provider:segment}",
         dependencies=admin,
         response_model=RecordResult,
         tags=["bindings"],
@@ -427,7 +482,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return ledger.drop_binding(session_key, provider, reason=reason)
 
     @app.get(
-        "/v1/sessions/{session_key:path}/transcript",
+        "/v1/sessions/{session_key:segment}/transcript",
         dependencies=read,
         response_model=TranscriptResponse,
         tags=["sessions"],
@@ -442,7 +497,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return TranscriptResponse(session_key=session_key, session_ids=ids, entries=entries)
 
     @app.get(
-        "/v1/sessions/{session_key:path}/audit",
+        "/v1/sessions/{session_key:segment}/audit",
         dependencies=read,
         response_model=AuditResponse,
         tags=["audit"],
@@ -451,7 +506,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return AuditResponse(session_key=session_key, entries=ledger.audit(session_key))
 
     @app.get(
-        "/v1/sessions/{session_key:path}/generations",
+        "/v1/sessions/{session_key:segment}/generations",
         dependencies=read,
         response_model=list[GenerationRow],
         tags=["sessions"],
@@ -463,7 +518,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return found
 
     @app.get(
-        "/v1/sessions/{session_key:path}",
+        "/v1/sessions/{session_key:segment}",
         dependencies=read,
         response_model=SessionView,
         tags=["sessions"],
@@ -472,7 +527,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return ledger.session(session_key)
 
     @app.delete(
-        "/v1/sessions/{session_key:path}",
+        "/v1/sessions/{session_key:segment}",
         dependencies=admin,
         response_model=DeleteResponse,
         tags=["sessions"],
@@ -505,7 +560,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         )
         return SessionsPage(items=page.items, next_cursor=page.next_cursor)
 
-    @app.get("/v1/runs/{run_id}", dependencies=read, response_model=RunRow, tags=["runs"])
+    @app.get("/v1/runs/{run_id:segment}", dependencies=read, response_model=RunRow, tags=["runs"])
     def run(run_id: str) -> RunRow:
         found = ledger.run(run_id)
         if found is None:
@@ -529,6 +584,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    app.add_middleware(EncodedSlashes)
     app.add_middleware(BodyLimit)
     return app
 

@@ -345,6 +345,30 @@ def test_bindings_set_and_dropped(admin: httpx.Client) -> None:
     error(admin.put(path(new_key(), "/bindings/p"), json={"cliSessionId": "x"}), 404)
 
 
+def test_keys_that_look_like_sub_routes_are_not_misrouted(admin: httpx.Client) -> None:
+    base = new_key()
+    base_sid = open_key(admin, base)
+    ok(admin.put(path(base, "/bindings/p"), json={"cliSessionId": "keep-me"}))
+    tricky = [f"{base}/audit", f"{base}/bindings/p", f"{base}/reset", f"{base}/transcript"]
+    for key in tricky:
+        assert resolve(admin, key)["session"]["sessionKey"] == key
+        assert ok(admin.get(path(key)))["sessionKey"] == key
+        assert ok(admin.get(path(key, "/generations")))[0]["sessionKey"] == key
+    # Deleting the key `<base>/bindings/p` deletes that key, not the binding p of <base>.
+    assert ok(admin.delete(path(f"{base}/bindings/p")))["sessionKey"] == f"{base}/bindings/p"
+    row = ok(admin.get(path(base)))
+    assert (row["sessionId"], row["bindings"]) == (base_sid, {"p": "keep-me"})
+    # Resetting `<base>/reset` leaves <base> alone.
+    ok(admin.post(path(f"{base}/reset", "/reset"), json={}))
+    assert ok(admin.get(path(base)))["sessionId"] == base_sid
+    # An unencoded '/' is a different path, never a key holding a slash.
+    error(admin.get(f"/v1/sessions/{quote(base, safe='')}/nothing/here"), 404, "not-found")
+    # %1F is a control character even where the router stands it in for '/'.
+    body = error(admin.post("/v1/sessions/a%1Fb/resolve", json={}), 422, "invalid-input")
+    assert field_names(body) == ["sessionKey"]
+    error(admin.get(f"/v1/runs/{quote('no/such/run', safe='')}"), 404, "not-found")
+
+
 # -- auth -----------------------------------------------------------------------------------
 
 

@@ -60,9 +60,9 @@ class Database:
             try:
                 with session.begin():
                     if self.dialect == "postgresql":
-                        session.execute(
-                            text(f"SET LOCAL lock_timeout = '{int(self.busy_timeout * 1000)}ms'")
-                        )
+                        # At least 1 ms: PostgreSQL reads a lock_timeout of 0 as "wait forever".
+                        wait_ms = max(1, int(self.busy_timeout * 1000))
+                        session.execute(text(f"SET LOCAL lock_timeout = '{wait_ms}ms'"))
                         session.execute(text(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE"))
                     yield session
             finally:

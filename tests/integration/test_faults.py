@@ -221,10 +221,11 @@ def test_a_removed_sqlite_file_is_unavailable_not_written_into_the_void(
 
 
 @pytest.mark.postgres
+@pytest.mark.parametrize("busy", [BUSY, 0.0])  # 0: do not wait (PostgreSQL's 0 is "forever")
 def test_a_locked_postgres_store_is_unavailable_and_the_same_events_succeed_later(
-    postgres_url: str,
+    postgres_url: str, busy: float
 ) -> None:
-    with Ledger.open(postgres_url, busy_timeout=BUSY) as ledger:
+    with Ledger.open(postgres_url, busy_timeout=busy) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         before = snapshot(ledger)
         batch = appends(sid, "locked", 3)
@@ -232,7 +233,7 @@ def test_a_locked_postgres_store_is_unavailable_and_the_same_events_succeed_late
         with psycopg.connect(dsn) as locker:
             locker.execute(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE")
             # One busy timeout, not one per retry: a lock timeout is not a conflict to retry.
-            error = assert_unavailable(lambda: ledger.record(batch), within=2 * BUSY + 0.5)
+            error = assert_unavailable(lambda: ledger.record(batch), within=2 * busy + 0.5)
             assert "locked" in str(error)
             assert snapshot(ledger) == before  # readers are not blocked by the lock
             locker.rollback()

@@ -341,7 +341,7 @@ class Metrics:
     def count(self, results: list[RecordResult]) -> None:
         for result in results:
             self.events.labels(result.outcome).inc()
-            if result.outcome == "archived" and result.reason is None:
+            if result.outcome == "archived" and result.reason in ("rotated", "deleted"):
                 self.fenced.inc()
 
     def render(self) -> bytes:

@@ -18,6 +18,7 @@ from typing import Any, TypeVar, cast
 from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
 
 from domain.conversation import (
@@ -65,6 +66,7 @@ from projections.tables import TABLES
 
 T = TypeVar("T")
 R = TypeVar("R")
+MAX_MINUTES = 60 * 24 * 366  # bounds for minute-valued query parameters
 
 _FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
 _KEY: TypeAdapter[str] = TypeAdapter(SessionKey)
@@ -353,6 +355,8 @@ class Ledger:
     ) -> Page:
         active_since = None
         if active_within_minutes is not None:
+            if not 1 <= active_within_minutes <= MAX_MINUTES:
+                raise InvalidEvent("activeWithinMinutes", f"must be between 1 and {MAX_MINUTES}")
             active_since = self.clock() - timedelta(minutes=active_within_minutes)
         with self.database.reading() as connection:
             return self.queries.sessions(
@@ -415,6 +419,8 @@ class Ledger:
         return audit(events)
 
     def status_report(self, *, stuck_after_minutes: int = 15) -> StatusReport:
+        if not 1 <= stuck_after_minutes <= MAX_MINUTES:
+            raise InvalidEvent("stuckAfterMinutes", f"must be between 1 and {MAX_MINUTES}")
         with self.database.reading() as connection:
             return status_report(
                 connection,
@@ -484,7 +490,12 @@ class Ledger:
             conversation = uow.existing(key)
             if conversation.current_session_id is None:
                 raise SessionDeleted(key, conversation.last_session_id)
-            fact = build(key, conversation.current_session_id, now)
+            try:
+                fact = build(key, conversation.current_session_id, now)
+            except ValidationError as e:
+                detail = e.errors(include_url=False)[0]
+                field_name = ".".join(to_camel(str(part)) for part in detail["loc"]) or "event"
+                raise InvalidEvent(field_name, detail["msg"]) from None
             return _record_batch(uow, [fact])
 
         (result,) = self._transact(decide)
@@ -632,7 +643,7 @@ def _record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
             receipt_row.position,
             receipt_row.session_id,
             receipt_row.current_session_id,
-            None,
+            _takeover(decision.outcome, receipt_row.current_session_id),
         )
     for index, fact in enumerate(facts):
         if results[index] is None:
@@ -652,6 +663,13 @@ def _record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
                 else _rejected(fact, None, "eventId: already used for a different event")
             )
     return [r for r in results if r is not None]
+
+
+def _takeover(outcome: Outcome, current_session_id: str | None) -> str | None:
+    """SPEC §4.6: a real takeover tells the writer whether the key rotated or was deleted."""
+    if outcome != "archived":
+        return None
+    return "deleted" if current_session_id is None else "rotated"
 
 
 def _rejected(fact: Fact, current: str | None, reason: str) -> RecordResult:

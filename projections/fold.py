@@ -255,6 +255,7 @@ def _opened(
         open_reason=event.reason,
         state="current",
         opened_at=utc(event.occurred_at),
+        opened_position=position,
         archived_at=None,
         archive_reason=None,
         status="new",

@@ -39,14 +39,14 @@ class Queries:
     ) -> GenerationRow | None:
         """The generation a key's deletion tombstoned (the latest, if it was deleted twice).
 
-        Ordered by when it was archived, not by when it was last touched: late events
+        Ordered by when it was opened, not by when it was last touched: late events
         keep landing on older generations after a delete.
         """
         g = self.t.generations
         row = connection.execute(
             select(g)
             .where(g.c.session_key == session_key, g.c.state == "deleted")
-            .order_by(g.c.archived_at.desc(), g.c.position.desc())
+            .order_by(g.c.opened_position.desc())
             .limit(1)
         ).first()
         return GenerationRow(**row._mapping) if row is not None else None
@@ -72,7 +72,10 @@ class Queries:
         if channel is not None:
             query = query.where(s.c.channel == channel)
         if active_since is not None:
-            query = query.where(or_(g.c.updated_at >= active_since, g.c.status == "running"))
+            # By the interaction clock (SPEC §4.11): heartbeats do not make a session active.
+            query = query.where(
+                or_(g.c.last_interaction_at >= active_since, g.c.status == "running")
+            )
         if cursor is not None:
             query = query.where(s.c.session_key > cursor)
         limit = max(1, min(limit, MAX_PAGE))
@@ -89,7 +92,7 @@ class Queries:
     def generations_of(self, connection: Connection, session_key: str) -> list[GenerationRow]:
         g = self.t.generations
         rows = connection.execute(
-            select(g).where(g.c.session_key == session_key).order_by(g.c.position)
+            select(g).where(g.c.session_key == session_key).order_by(g.c.opened_position)
         )
         return [GenerationRow(**r._mapping) for r in rows]
 

@@ -43,6 +43,7 @@ class GenerationRow:
     open_reason: str
     state: GenerationState
     opened_at: datetime  # sessionStartedAt
+    opened_position: int  # lineage order, unlike `position` (the last event that touched it)
     archived_at: datetime | None
     archive_reason: str | None
     status: Status

@@ -116,6 +116,7 @@ def build_tables(suffix: str = "") -> ReadModelTables:
         Column("open_reason", SHORT, nullable=False),
         Column("state", SHORT, nullable=False),
         Column("opened_at", UTCDateTime, nullable=False),
+        Column("opened_position", BigInteger, nullable=False),
         Column("archived_at", UTCDateTime),
         Column("archive_reason", SHORT),
         Column("status", SHORT, nullable=False),

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("open_reason", SHORT, nullable=False),
         sa.Column("state", SHORT, nullable=False),
         when("opened_at", nullable=False),
+        sa.Column("opened_position", sa.BigInteger(), nullable=False),
         when("archived_at"),
         sa.Column("archive_reason", SHORT),
         sa.Column("status", SHORT, nullable=False),

@@ -305,8 +305,13 @@ def test_listing_filters_and_pages(admin: httpx.Client, reader: httpx.Client) ->
     assert listed(status="running") == [keys[1]]
     assert listed(channel="slack") == [keys[5]]
     assert len(listed(channel="telegram")) == 5
-    # every one of them was written just now (by the store's clock), whatever `at` said
-    assert listed(activeWithinMinutes=5) == sorted(keys)
+    # Active means a user interaction within the window (or a running run), by the
+    # interaction clock: these keys were opened "at" T0, long ago, so only the running one.
+    assert listed(activeWithinMinutes=5) == [keys[1]]
+    ok(admin.post(path(keys[3], "/resolve"), json={"interaction": "heartbeat"}))
+    assert listed(activeWithinMinutes=5) == [keys[1]]  # heartbeats do not make it active
+    ok(admin.post(path(keys[3], "/resolve"), json={}))  # a user message, now
+    assert listed(activeWithinMinutes=5) == [keys[1], keys[3]]
 
     seen: list[str] = []
     cursor = None

@@ -83,7 +83,7 @@ def test_a_deleted_session_is_not_resurrected_by_late_writers(ledger: Ledger) ->
     ledger.record([start(s1, "r1")])
     assert ledger.delete(KEY, expected_session_id=s1) == s1
     late = ledger.record([end(s1, "r1"), entry(s1, "m1", writer="heartbeat")])
-    assert [r.outcome for r in late] == ["archived", "archived"]
+    assert [(r.outcome, r.reason) for r in late] == [("archived", "deleted")] * 2
     assert all(r.current_session_id is None for r in late)
     with pytest.raises(SessionDeleted):
         ledger.session(KEY)
@@ -275,3 +275,24 @@ def test_rebuild_gives_identical_rows(ledger: Ledger) -> None:
     ledger.rebuild()
     assert ledger.session(KEY) == before
     assert_replay_equals_live(ledger)
+
+
+def test_generations_are_listed_in_lineage_order_whatever_touched_them_last(
+    ledger: Ledger,
+) -> None:
+    s1 = open_key(ledger)
+    ledger.record([start(s1, "r1")])
+    s2 = ledger.reset(KEY).session_id
+    s3 = ledger.reset(KEY).session_id
+    ledger.record([end(s1, "r1")])  # a late event touches the oldest generation last
+    assert [g.session_id for g in ledger.generations(KEY)] == [s1, s2, s3]
+
+
+def test_commands_name_bad_fields_instead_of_failing(ledger: Ledger) -> None:
+    open_key(ledger)
+    with pytest.raises(InvalidEvent) as raised:
+        ledger.set_binding(KEY, "claude\x00cli", "cli-1")
+    assert raised.value.field == "provider"
+    with pytest.raises(InvalidEvent) as raised:
+        ledger.status_report(stuck_after_minutes=10**12)
+    assert raised.value.field == "stuckAfterMinutes"

@@ -29,7 +29,7 @@ def test_a_late_error_after_reset_lands_on_the_archived_generation(ledger: Ledge
     reset = ledger.reset(KEY, expected_session_id=s1)
     (late,) = ledger.record([fact("run.errored", "e2", s1, runId="r1", error="boom")])
 
-    assert late.outcome == "archived"
+    assert (late.outcome, late.reason) == ("archived", "rotated")  # a real takeover
     assert late.current_session_id == reset.session_id
     row = ledger.session(KEY)
     assert (row.session_id, row.status, row.has_active_run) == (reset.session_id, "new", False)

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
+from typing import cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import InfrastructureFactory, Mapper, Recording
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
+from eventsourcing_sqlalchemy.recorders import SQLAlchemyApplicationRecorder
+from sqlalchemy import Table
 from sqlalchemy.orm import scoped_session
 
 from domain.conversation import Conversation, conversation_id, project_conversation
@@ -57,6 +60,13 @@ class LedgerApplication(Application[UUID]):
 
     def construct_mapper(self) -> Mapper[UUID]:
         return PydanticMapper(transcoder=OrjsonTranscoder())
+
+    @property
+    def events_table(self) -> Table:
+        """The library's events table, as its recorder defines it."""
+        recorder = cast(SQLAlchemyApplicationRecorder, self.recorder)
+        table: Table = recorder.events_record_cls.__table__
+        return table
 
     def conversation(self, session_key: str) -> Conversation | None:
         try:

@@ -120,7 +120,7 @@ class Ledger:
         self.app = LedgerApplication(database.sessions)
         self.projector = Projector(TABLES)
         self.queries = Queries(TABLES)
-        self.event_log = EventLog(self.app.mapper)
+        self.event_log = EventLog(self.app.mapper, self.app.events_table)
 
     @classmethod
     def open(

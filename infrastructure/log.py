@@ -6,31 +6,25 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import Mapper, StoredEvent
-from sqlalchemy import BigInteger, Column, LargeBinary, MetaData, Table, Text, select
-from sqlalchemy_utils.types.uuid import UUIDType
+from sqlalchemy import Table, select
 
 from domain.events import LedgerEvent
 from projections.projector import Executor
-from projections.tables import EVENTS_TABLE
-
-EVENTS = Table(
-    EVENTS_TABLE,
-    MetaData(),
-    Column("id", BigInteger, primary_key=True),
-    Column("originator_id", UUIDType()),
-    Column("originator_version", BigInteger),
-    Column("topic", Text),
-    Column("state", LargeBinary),
-)
 
 
 class EventLog:
-    def __init__(self, mapper: Mapper) -> None:  # type: ignore[type-arg]
+    """Over the library's own events table (its record class's Table), not a copy of it."""
+
+    def __init__(self, mapper: Mapper, events: Table) -> None:  # type: ignore[type-arg]
         self.mapper = mapper
+        self.events = events
 
     def read(self, executor: Executor, after: int, limit: int) -> list[tuple[int, LedgerEvent]]:
         rows = executor.execute(
-            select(EVENTS).where(EVENTS.c.id > after).order_by(EVENTS.c.id).limit(limit)
+            select(self.events)
+            .where(self.events.c.id > after)
+            .order_by(self.events.c.id)
+            .limit(limit)
         )
         return self._decode(rows)
 
@@ -39,9 +33,9 @@ class EventLog:
     ) -> list[tuple[int, LedgerEvent]]:
         """One aggregate's (one sessionKey's) events, in log order."""
         rows = executor.execute(
-            select(EVENTS)
-            .where(EVENTS.c.originator_id == originator_id)
-            .order_by(EVENTS.c.originator_version)
+            select(self.events)
+            .where(self.events.c.originator_id == originator_id)
+            .order_by(self.events.c.originator_version)
         )
         return self._decode(rows)
 

@@ -208,7 +208,7 @@ def build_tables(suffix: str = "") -> ReadModelTables:
         f"{TRACKING_TABLE}{suffix}",
         metadata,
         Column("application_name", String(32), primary_key=True),
-        Column("notification_id", BigInteger),
+        Column("notification_id", BigInteger().with_variant(Integer(), "sqlite")),
     )
     return ReadModelTables(metadata, sessions, generations, runs, entries, receipts, tracking)
 

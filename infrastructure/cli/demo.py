@@ -1,177 +1,34 @@
-"""The `sessionledger` command line (first cut): `db upgrade`, `db current`, `demo`.
-
-Tables for people, `--json` for machines. Every failure the ledger anticipates exits
-non-zero with one line on stderr, never a stack trace.
-"""
+"""`sessionledger demo`: a scripted gateway incident against the store, then its rows,
+its status report and the audit timeline that shows the late error fenced off."""
 
 from __future__ import annotations
 
-import json
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 from uuid import uuid4
 
-import sqlalchemy.exc
 import typer
-from pydantic.alias_generators import to_camel
 from rich import box
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import make_url
 
-from domain.errors import LedgerError
 from domain.policies import FreshnessPolicy
-from infrastructure.database import Database, translate_faults
-from infrastructure.ledger import Ledger
-from infrastructure.schema import current_revision, ensure_schema, head_revision, known_revisions
-from infrastructure.settings import DB_ENV, database_url
-from projections.rows import SessionView
-
-app = typer.Typer(
-    name="sessionledger",
-    help="Event-sourced session store for AI-agent chat gateways.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
+from infrastructure.cli.common import (
+    DbOption,
+    JsonOption,
+    app,
+    print_json,
+    reported_failures,
+    shown_url,
 )
-db_app = typer.Typer(help="The database schema (alembic migrations).", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-
-DbOption = Annotated[
-    str | None,
-    typer.Option(
-        "--db",
-        help=f"SQLAlchemy URL or SQLite file path [default: ${DB_ENV}, else the embedded file]",
-        show_default=False,
-    ),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON for machines.")]
-
-
-def main() -> None:
-    app()
-
-
-# -- plumbing ----------------------------------------------------------------------------------
-
-
-def fail(message: str) -> NoReturn:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(1)
-
-
-@contextmanager
-def reported_failures() -> Iterator[None]:
-    """Known failures become `error: <one line>` and exit status 1."""
-    try:
-        with translate_faults():
-            yield
-    except LedgerError as e:
-        fail(_one_line(str(e)))
-    except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.NoSuchModuleError) as e:
-        fail(f"bad database URL: {_one_line(str(e))}")
-    except sqlalchemy.exc.DBAPIError as e:
-        fail(f"database error: {_one_line(str(e.orig or e))}")
-
-
-def _one_line(text: str) -> str:
-    return text.strip().splitlines()[0] if text.strip() else "failed"
-
-
-def shown_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def jsonable(value: Any) -> Any:
-    """Rows (dataclasses) as camelCase JSON values."""
-    if is_dataclass(value) and not isinstance(value, type):
-        return {to_camel(f.name): jsonable(getattr(value, f.name)) for f in fields(value)}
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, datetime):
-        return value.isoformat()
-    return value
-
-
-def print_json(data: Any) -> None:
-    typer.echo(json.dumps(jsonable(data), indent=2))
-
-
-def _missing_sqlite_file(url: str) -> bool:
-    parsed = make_url(url)
-    name = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not name or name == ":memory:":
-        return False
-    return not Path(name).exists()
-
-
-@contextmanager
-def opened_database(db: str | None) -> Iterator[Database]:
-    database = Database(database_url(db))
-    try:
-        yield database
-    finally:
-        database.close()
-
-
-# -- db ----------------------------------------------------------------------------------------
-
-
-@db_app.command("upgrade")
-def db_upgrade(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Create the schema on a new database or upgrade an old one to this version's head."""
-    with reported_failures(), opened_database(db) as database:
-        before = current_revision(database.engine)
-        after = ensure_schema(database.engine, "always")
-        data = {"db": shown_url(database.url), "previous": before, "revision": after}
-    if as_json:
-        print_json(data)
-    elif before == after:
-        typer.echo(f"{data['db']}: already at revision {after}")
-    else:
-        typer.echo(f"{data['db']}: upgraded from {before or 'an empty database'} to {after}")
-
-
-@db_app.command("current")
-def db_current(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Show the database's schema revision and the one this version needs."""
-    url = database_url(db)
-    with reported_failures():
-        if _missing_sqlite_file(url):
-            revision = None  # do not create the file just to look at it
-        else:
-            with opened_database(url) as database:
-                revision = current_revision(database.engine)
-    head = head_revision()
-    if revision == head:
-        state = "up to date"
-    elif revision is None:
-        state = "empty: run `sessionledger db upgrade`"
-    elif revision in known_revisions():
-        state = "old: run `sessionledger db upgrade`"
-    else:
-        state = "unknown revision (written by a newer or foreign version)"
-    if as_json:
-        print_json(
-            {
-                "db": shown_url(url),
-                "revision": revision,
-                "head": head,
-                "upToDate": revision == head,
-            }
-        )
-    else:
-        typer.echo(f"{shown_url(url)}: revision {revision or '-'} (head {head}): {state}")
-
-
-# -- demo --------------------------------------------------------------------------------------
+from infrastructure.cli.views import audit_table, status_tables
+from infrastructure.ledger import Ledger
+from projections.audit import AuditEntry
+from projections.reports import StatusReport
+from projections.rows import SessionView
 
 
 @dataclass(frozen=True)
@@ -181,6 +38,8 @@ class DemoReport:
     sessions: tuple[SessionView, ...]
     late_event: dict[str, Any]
     idle_rollover: dict[str, Any]
+    status: StatusReport
+    audit: list[AuditEntry]
 
 
 def run_demo(ledger: Ledger, tag: str, start: datetime) -> DemoReport:
@@ -337,6 +196,8 @@ def run_demo(ledger: Ledger, tag: str, start: datetime) -> DemoReport:
             "bindings": idle.session.bindings,
             "lineageEntries": len(history),
         },
+        status=ledger.status_report(),
+        audit=ledger.audit(telegram),
     )
 
 
@@ -382,6 +243,9 @@ def show_demo(report: DemoReport, console: Console) -> None:
             ", ".join(row.bindings) or "-",
         )
     console.print(table)
+    for part in status_tables(report.status):
+        console.print(part)
+    console.print(audit_table(report.audit, title=f"audit of {report.keys[0]}"))
     late = report.late_event
     console.print(
         f"late run.errored {late['eventId']}: [bold]{late['outcome']}[/] on "
@@ -395,7 +259,3 @@ def show_demo(report: DemoReport, console: Console) -> None:
         f"bindings kept {idle['bindings']}, {idle['lineageEntries']} entries across the lineage",
         highlight=False,
     )
-
-
-if __name__ == "__main__":
-    main()

@@ -1,0 +1,232 @@
+"""`sessionledger serve|ingest|status|audit|verify|rebuild`: running and looking after a store."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from domain.errors import InvalidEvent
+from domain.values import MAX_BATCH_EVENTS
+from infrastructure.cli.common import (
+    DbOption,
+    JsonOption,
+    app,
+    duration,
+    fail,
+    opened_ledger,
+    print_json,
+    reported_failures,
+)
+from infrastructure.cli.views import audit_table, mismatches_table, status_tables
+from infrastructure.config import ServerSettings
+from infrastructure.ledger import Ledger
+
+
+def progress(console: Console, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
+
+
+@app.command()
+def serve(
+    db: DbOption = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback unless told).")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8765,
+    read_tokens: Annotated[
+        str | None,
+        typer.Option(envvar="SESSIONLEDGER_READ_TOKENS", help="Comma-separated read tokens."),
+    ] = None,
+    admin_tokens: Annotated[
+        str | None,
+        typer.Option(envvar="SESSIONLEDGER_ADMIN_TOKENS", help="Comma-separated admin tokens."),
+    ] = None,
+    policy: Annotated[
+        str | None,
+        typer.Option(
+            envvar="SESSIONLEDGER_POLICY",
+            help='Freshness policies as JSON: {"default": {...}, "byChannel": {...}, '
+            '"byKind": {...}}',
+        ),
+    ] = None,
+) -> None:
+    """Serve the HTTP API (OpenAPI at /openapi.json)."""
+    from infrastructure.server import UnsafeBind
+    from infrastructure.server import serve as run
+
+    try:
+        settings = ServerSettings.from_environment(read_tokens, admin_tokens, policy)
+    except ValueError as e:
+        fail(f"bad server settings: {str(e).splitlines()[0]}")
+    with opened_ledger(db) as ledger:
+        try:
+            run(ledger, host=host, port=port, settings=settings)
+        except UnsafeBind as e:
+            fail(str(e))
+
+
+@contextmanager
+def _lines(source: str) -> Iterator[Iterator[str]]:
+    if source == "-":
+        yield iter(sys.stdin)
+        return
+    with open(source) as handle:
+        yield iter(handle)
+
+
+def _batches(lines: Iterator[str], size: int) -> Iterator[tuple[int, list[dict[str, Any]]]]:
+    """JSONL lines in batches, each with the line number of its first event."""
+    batch: list[dict[str, Any]] = []
+    first = 1
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError as e:
+            fail(f"line {number}: not JSON ({e.msg})")
+        if not isinstance(event, dict):
+            fail(f"line {number}: an event must be a JSON object")
+        if not batch:
+            first = number
+        batch.append(event)
+        if len(batch) == size:
+            yield first, batch
+            batch = []
+    if batch:
+        yield first, batch
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        str, typer.Argument(help="A JSONL file of events (HTTP body shape), or - for stdin.")
+    ] = "-",
+    db: DbOption = None,
+    batch: Annotated[int, typer.Option(min=1, max=MAX_BATCH_EVENTS)] = 500,
+    as_json: JsonOption = False,
+) -> None:
+    """Record events from JSONL, in batches; a retried file records nothing twice."""
+    console = Console(stderr=True)
+    outcomes: Counter[str] = Counter()
+    rejected: list[dict[str, Any]] = []
+    total = None
+    if source != "-":
+        if not Path(source).is_file():
+            fail(f"{source}: no such file")
+        with open(source) as counting:
+            total = sum(1 for line in counting if line.strip())
+    with (
+        opened_ledger(db) as ledger,
+        reported_failures(),
+        _lines(source) as lines,
+        progress(console, quiet=as_json) as bar,
+    ):
+        task = bar.add_task("ingest", total=total)
+        for first_line, events in _batches(lines, batch):
+            try:
+                results = ledger.record(events)
+            except InvalidEvent as e:
+                fail(f"batch from line {first_line}: {e}")
+            for result in results:
+                outcomes[result.outcome] += 1
+                if result.outcome == "rejected":
+                    rejected.append({"eventId": result.event_id, "reason": result.reason})
+            bar.advance(task, len(events))
+    summary = {"events": sum(outcomes.values()), "outcomes": dict(outcomes), "rejected": rejected}
+    if as_json:
+        print_json(summary)
+        return
+    counts = ", ".join(f"{n} {outcome}" for outcome, n in sorted(outcomes.items()))
+    typer.echo(f"{summary['events']} events: {counts or 'none'}")
+    for item in rejected[:20]:
+        typer.echo(f"  rejected {item['eventId']}: {item['reason']}")
+
+
+@app.command()
+def status(
+    db: DbOption = None,
+    stuck_after: Annotated[
+        str, typer.Option("--stuck-after", help="A run older than this is stuck (15m, 1h).")
+    ] = "15m",
+    as_json: JsonOption = False,
+) -> None:
+    """The operator's status report: sessions by status, active and stuck runs."""
+    minutes = max(1, int(duration(stuck_after, "--stuck-after").total_seconds() // 60))
+    with opened_ledger(db) as ledger, reported_failures():
+        report = ledger.status_report(stuck_after_minutes=minutes)
+    if as_json:
+        print_json(report)
+        return
+    console = Console()
+    for table in status_tables(report):
+        console.print(table)
+
+
+@app.command()
+def audit(
+    session_key: Annotated[str, typer.Argument(help="The sessionKey (all its generations).")],
+    db: DbOption = None,
+    output: Annotated[
+        Literal["table", "json"], typer.Option("--format", help="table or json")
+    ] = "table",
+    as_json: JsonOption = False,
+) -> None:
+    """Every event of a key in log order, with what it did to which generation."""
+    with opened_ledger(db) as ledger, reported_failures():
+        entries = ledger.audit(session_key)
+    if as_json or output == "json":
+        print_json({"sessionKey": session_key, "entries": entries})
+        return
+    Console().print(audit_table(entries, title=f"audit of {session_key}"))
+
+
+@app.command()
+def verify(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Compare every read model with a fresh fold of the log; exit 1 on any mismatch."""
+    with opened_ledger(db) as ledger, reported_failures():
+        mismatches = ledger.replay_mismatches()
+    if as_json:
+        print_json({"ok": not mismatches, "mismatches": mismatches})
+    elif mismatches:
+        Console().print(mismatches_table(mismatches))
+    else:
+        typer.echo("ok: the read models equal a fresh fold of the log")
+    if mismatches:
+        raise typer.Exit(1)
+
+
+@app.command()
+def rebuild(db: DbOption = None, as_json: JsonOption = False) -> None:
+    """Fold the whole log into the read models again."""
+    console = Console(stderr=True)
+    with opened_ledger(db) as ledger, reported_failures():
+        head = _log_head(ledger)
+        with progress(console, quiet=as_json) as bar:
+            task = bar.add_task("rebuild", total=head)
+            position = ledger.rebuild(on_progress=lambda n: bar.advance(task, n))
+    if as_json:
+        print_json({"position": position})
+    else:
+        typer.echo(f"rebuilt the read models up to position {position}")
+
+
+def _log_head(ledger: Ledger) -> int:
+    return ledger.positions()[1]

@@ -1,12 +1,13 @@
 """Worker of the concurrency test (SPEC §4.6): threads of co-tenant writers, one session.
 
-    python -m tests.integration.workers.append_worker URL KEY SESSION_ID PROC THREADS APPENDS
+    python -m tests.integration.workers.append_worker URL KEY SESSION_ID PROC THREADS APPENDS [STOP]
 
 Opens the ledger, prints {"ready": PROC}, waits for "go" on stdin, then runs THREADS
 writers (heartbeat, cron, ingress, runner in turn) that each append APPENDS
 transcript entries to the same session, one batch per append, chaining each entry to
-that writer's previous one. Every answer is printed as one JSON line; an exception
-is printed as {"error": ...} and ends that writer.
+that writer's previous one. With STOP = "archived", a writer stops early once two of
+its appends came back archived (the session was reset under it). Every answer is
+printed as one JSON line; an exception is printed as {"error": ...} and ends that writer.
 """
 
 from __future__ import annotations
@@ -31,10 +32,18 @@ def emit(line: dict[str, Any]) -> None:
 
 
 def writer(
-    ledger: Ledger, key: str, session_id: str, name: str, kind: str, appends: int, start: Any
+    ledger: Ledger,
+    key: str,
+    session_id: str,
+    name: str,
+    kind: str,
+    appends: int,
+    stop_when_archived: bool,
+    start: Any,
 ) -> None:
     start.wait()
     parent = None
+    archived = 0
     for n in range(appends):
         entry_id = f"{name}-n{n}"
         fact = {
@@ -76,11 +85,15 @@ def writer(
             }
         )
         parent = entry_id
+        archived += result.outcome == "archived"
+        if stop_when_archived and archived >= 2:
+            return
 
 
 def main() -> None:
     url, key, session_id = sys.argv[1:4]
     proc, threads, appends = (int(a) for a in sys.argv[4:7])
+    stop_when_archived = sys.argv[7:] == ["archived"]
     ledger = Ledger.open(url)
     emit({"ready": proc})
     if sys.stdin.readline().strip() != "go":
@@ -89,7 +102,16 @@ def main() -> None:
     workers = [
         threading.Thread(
             target=writer,
-            args=(ledger, key, session_id, f"p{proc}t{t}", WRITERS[t % 4], appends, start),
+            args=(
+                ledger,
+                key,
+                session_id,
+                f"p{proc}t{t}",
+                WRITERS[t % 4],
+                appends,
+                stop_when_archived,
+                start,
+            ),
         )
         for t in range(threads)
     ]

@@ -9,6 +9,7 @@ the tracking position commit together or not at all. Tables come from migrations
 from __future__ import annotations
 
 import contextlib
+import threading
 from collections import Counter
 from typing import cast
 from uuid import UUID
@@ -36,11 +37,21 @@ class LedgerFactory(SQLAlchemyFactory):
         self.datastore = self.datastore_class(session=session)
 
 
+# The library defines its record classes lazily in a process-wide registry that is not
+# thread-safe: two ledgers constructed at once could both try to define the same table.
+_CONSTRUCTION = threading.Lock()
+
+
 class LedgerApplication(Application[UUID]):
     name = "SessionLedger"  # table prefix: sessionledger_events, sessionledger_snapshots
 
     def __init__(self, session: scoped_session, cache_size: int = AGGREGATE_CACHE_SIZE) -> None:  # type: ignore[type-arg]
         self._session = session
+        with _CONSTRUCTION:
+            self._construct(cache_size)
+        session.remove()  # the datastore touched the registry while binding
+
+    def _construct(self, cache_size: int) -> None:
         super().__init__(
             env={
                 "PERSISTENCE_MODULE": "eventsourcing_sqlalchemy",
@@ -53,7 +64,6 @@ class LedgerApplication(Application[UUID]):
                 "DEEPCOPY_FROM_AGGREGATE_CACHE": "no",
             }
         )
-        session.remove()  # the datastore touched the registry while binding
 
     def construct_factory(self, env: Environment) -> InfrastructureFactory:  # type: ignore[type-arg, override]
         return LedgerFactory(env, self._session)  # type: ignore[return-value]

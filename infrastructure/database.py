@@ -9,8 +9,11 @@ instead of conflicting. Faults surface as `StoreUnavailable`, never half-written
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import random
+import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -28,6 +31,7 @@ from infrastructure.settings import BUSY_TIMEOUT_SECONDS
 from projections.tables import EVENTS_TABLE
 
 T = TypeVar("T")
+log = logging.getLogger("sessionledger.database")
 
 # Errors worth another attempt of the whole transaction (nothing of it was kept).
 _RETRYABLE_PG_CODES = {"40001", "40P01"}  # serialization failure, deadlock
@@ -46,16 +50,23 @@ class Database:
         self.sessions = scoped_session(
             sessionmaker(bind=self.write_engine, autoflush=False, expire_on_commit=False)
         )
-        # SQLite's busy handler polls; queueing this process's writers on a lock is fairer.
+        # SQLite's busy handler backs off up to 100 ms between polls, so a busy process can
+        # starve another's writer for seconds. This process's writers queue on a lock, and
+        # processes take turns on a lock file polled at a finer grain before BEGIN IMMEDIATE.
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        path = _sqlite_path(url)
+        self._file_lock = WriterFileLock(path + ".writer-lock") if path else None
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """One write transaction, holding the database's writer lock from its start."""
+        deadline = time.monotonic() + self.busy_timeout
         lock = self._process_write_lock
         if lock is not None and not lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable("timed out waiting for this process's other writers")
         try:
+            if self._file_lock is not None:
+                self._file_lock.acquire(deadline)
             session = self.sessions()
             try:
                 with session.begin():
@@ -67,6 +78,8 @@ class Database:
                     yield session
             finally:
                 self.sessions.remove()
+                if self._file_lock is not None:
+                    self._file_lock.release()
         finally:
             if lock is not None:
                 lock.release()
@@ -81,7 +94,7 @@ class Database:
         """Run `work` in a write transaction, retrying transient conflicts inside the store."""
         for attempt in range(1, attempts + 1):
             try:
-                with translate_faults(), self.writing() as session:
+                with translate_faults(retry=True), self.writing() as session:
                     return work(session)
             except _Retry:
                 if on_failure is not None:
@@ -104,6 +117,45 @@ class Database:
     def close(self) -> None:
         self.sessions.remove()
         self.engine.dispose()
+        if self._file_lock is not None:
+            self._file_lock.close()
+
+
+class WriterFileLock:
+    """An exclusive flock on a file beside the database, polled with a short back-off
+    (SQLite's own busy handler sleeps up to 100 ms between tries)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd: int | None = None
+
+    def acquire(self, deadline: float) -> None:
+        try:
+            if self._fd is None:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreUnavailable(f"cannot open the writer lock {self.path}: {e}") from e
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise StoreUnavailable(
+                        "database locked: timed out waiting for the writer lock"
+                    ) from None
+                time.sleep(pause)
+                pause = min(pause * 2, 0.002)
+
+    def release(self) -> None:
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 class _Retry(Exception):
@@ -111,19 +163,22 @@ class _Retry(Exception):
 
 
 @contextmanager
-def translate_faults() -> Iterator[None]:
-    """Database faults become StoreUnavailable (or a retry); bugs stay bugs."""
+def translate_faults(*, retry: bool = False) -> Iterator[None]:
+    """Database faults become StoreUnavailable (or, inside `write`, a retry); bugs stay bugs."""
     try:
         yield
     except (sqlalchemy.exc.IntegrityError, LibraryIntegrityError) as e:
-        # A concurrent writer took the same aggregate version or key: decide again.
-        raise _Retry() from e
+        # Writers are serialised, so a conflict here is unexpected: decide again, but say so.
+        log.warning("write conflicted (%s); deciding again", _first_line(e))
+        if retry:
+            raise _Retry() from e
+        raise StoreUnavailable(f"conflicting write: {_first_line(e)}") from e
     except sqlalchemy.exc.TimeoutError as e:
         # Every pooled connection stayed busy for the whole busy timeout.
         raise StoreUnavailable(f"database busy: {_first_line(e)}") from e
     except sqlalchemy.exc.DBAPIError as e:
         code = getattr(getattr(e, "orig", None), "sqlstate", None)
-        if code in _RETRYABLE_PG_CODES:
+        if code in _RETRYABLE_PG_CODES and retry:
             raise _Retry() from e
         if code in _LOCKED_PG_CODES:
             raise StoreUnavailable(f"database locked: {_first_line(e)}") from e
@@ -171,7 +226,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
+        _use_wal(cursor, busy_timeout)
         # FULL: a commit is on disk before we acknowledge it (SPEC §4.5).
         cursor.execute("PRAGMA synchronous = FULL")
         cursor.close()
@@ -188,6 +243,33 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
             connection.exec_driver_sql("ROLLBACK")
             connection.invalidate()
             raise StoreUnavailable(f"database file {path} was removed or replaced")
+
+
+def _use_wal(cursor: Any, busy_timeout: float) -> None:
+    """Switch to WAL (persistent in the file). SQLite does not wait out its busy timeout
+    for this switch, so processes creating a new file together retry it here."""
+    deadline = time.monotonic() + busy_timeout
+    pause = 0.001
+    while True:
+        try:
+            if cursor.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+                return
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() >= deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+
+def _sqlite_path(url: str) -> str | None:
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database or ""
+    if database in ("", ":memory:") or "mode=memory" in url:
+        return None
+    return os.path.abspath(database)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

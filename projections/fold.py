@@ -339,6 +339,7 @@ def _receipt(
         outcome=outcome,
         position=position,
         fingerprint=event.fingerprint(),
+        recorded_at=utc(event.timestamp),
     )
 
 

@@ -135,6 +135,7 @@ class ReceiptRow:
     outcome: str
     position: int
     fingerprint: str
+    recorded_at: datetime  # the event's recordedAt: dates fenced late events for reports
 
 
 @dataclass(frozen=True, slots=True)

@@ -144,6 +144,7 @@ def build_tables(suffix: str = "") -> ReadModelTables:
         Index(f"ix_ledger_generations{suffix}_session_key", "session_key"),
         Index(f"ix_ledger_generations{suffix}_status", "status"),
         Index(f"ix_ledger_generations{suffix}_updated_at", "updated_at"),
+        Index(f"ix_ledger_generations{suffix}_resumable_state", "resumable", "state"),
     )
     runs = Table(
         f"ledger_runs{suffix}",
@@ -173,6 +174,7 @@ def build_tables(suffix: str = "") -> ReadModelTables:
         Index(f"ix_ledger_runs{suffix}_session_id", "session_id"),
         Index(f"ix_ledger_runs{suffix}_status", "status"),
         Index(f"ix_ledger_runs{suffix}_started_at", "started_at"),
+        Index(f"ix_ledger_runs{suffix}_updated_at", "updated_at"),
     )
     entries = Table(
         f"ledger_entries{suffix}",
@@ -203,6 +205,8 @@ def build_tables(suffix: str = "") -> ReadModelTables:
         Column("outcome", SHORT, nullable=False),
         Column("position", BigInteger, nullable=False),
         Column("fingerprint", String(64), nullable=False),
+        Column("recorded_at", UTCDateTime, nullable=False),
+        Index(f"ix_ledger_receipts{suffix}_outcome_recorded_at", "outcome", "recorded_at"),
     )
     tracking = Table(
         f"{TRACKING_TABLE}{suffix}",

@@ -25,6 +25,7 @@ from domain.events import (
     ConversationSnapshot,
     Fact,
     GenerationOpened,
+    GenerationPruned,
     InteractionRecorded,
     LedgerEvent,
     OverridesChanged,
@@ -94,6 +95,7 @@ class Generation:
     resumable: bool = False
     bindings: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)
+    pruned: bool = False  # maintenance archived it: entries freed, nothing more recorded
 
     def to_state(self) -> dict[str, Any]:
         return {
@@ -109,6 +111,7 @@ class Generation:
             "resumable": self.resumable,
             "bindings": self.bindings,
             "overrides": self.overrides,
+            "pruned": self.pruned,
         }
 
     @classmethod
@@ -125,6 +128,7 @@ class Generation:
             resumable=state["resumable"],
             bindings=dict(state["bindings"]),
             overrides=dict(state["overrides"]),
+            pruned=state.get("pruned", False),  # snapshots from before pruning existed
         )
 
 
@@ -166,6 +170,10 @@ class Conversation:
         if generation is None:
             return self._reject(
                 fact, "sessionId", f"{fact.session_id!r} is not a generation of this session"
+            )
+        if generation.pruned:
+            return self._reject(
+                fact, "sessionId", f"generation {fact.session_id!r} was pruned by maintenance"
             )
         if isinstance(fact, RunStartedFact):
             return self._start_run(fact)
@@ -254,6 +262,37 @@ class Conversation:
             reason=reason,
         )
         return current
+
+    def prune(
+        self, session_id: str, *, at: datetime, reason: str, writer: Writer = "system"
+    ) -> str:
+        """Archive an old generation (maintenance); returns why it cannot be, or "".
+
+        Never the current generation, never one with a running run (SPEC §9: maintenance
+        must not prune a session that is still running), never twice.
+        """
+        generation = self.generations.get(session_id)
+        if generation is None:
+            return f"{session_id!r} is not a generation of this session"
+        if generation.pruned:
+            return f"generation {session_id!r} is already pruned"
+        if session_id == self.current_session_id:
+            return f"generation {session_id!r} is current"
+        running = sorted(run for run, status in generation.runs.items() if status == RUNNING)
+        if running:
+            return f"generation {session_id!r} has running runs: {', '.join(running)}"
+        self._trigger(
+            GenerationPruned,
+            event_id=new_id(),
+            session_key=self.session_key,
+            session_id=session_id,
+            occurred_at=at,
+            writer=writer,
+            entry_count=len(generation.entries),
+            head_hash=generation.head,
+            reason=reason,
+        )
+        return ""
 
     # -- decisions -----------------------------------------------------------------------
 
@@ -507,6 +546,9 @@ def evolve(
                 generation.overrides[name] = value
     elif isinstance(event, InteractionRecorded):
         _touch(generation, event.occurred_at)
+    elif isinstance(event, GenerationPruned):
+        generation.pruned = True
+        generation.entries = {}  # the per-entry state pruning frees; the head stays
     return conversation
 
 

@@ -23,6 +23,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    NonNegativeInt,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -169,6 +170,21 @@ class InteractionRecordedFact(Fact):
     interaction: Interaction
 
 
+class GenerationPrunedFact(Fact):
+    """Maintenance archived an old generation: its transcript rows leave the read models.
+
+    The transcript events stay in the log; `entry_count` and `head_hash` seal the
+    generation's hash chain as it stood, so `verify` (and anyone holding the JSONL
+    export) can still check it. Nothing may be recorded against a pruned generation.
+    """
+
+    type: Literal["generation.pruned"] = "generation.pruned"
+    run_id: None = None
+    entry_count: NonNegativeInt
+    head_hash: str
+    reason: ShortText
+
+
 # What a reporter may send in a batch; the rest come from commands (resolve, reset, …).
 IncomingFact = Annotated[
     Union[
@@ -197,6 +213,7 @@ FACT_CLASSES: dict[str, type[Fact]] = {
         SessionRotatedFact,
         SessionDeletedFact,
         InteractionRecordedFact,
+        GenerationPrunedFact,
     )
 }
 INCOMING_TYPES: frozenset[str] = frozenset(
@@ -275,6 +292,10 @@ class InteractionRecorded(Recorded, InteractionRecordedFact):
     pass
 
 
+class GenerationPruned(Recorded, GenerationPrunedFact):
+    pass
+
+
 LedgerEvent = Union[
     RunStarted,
     RunEnded,
@@ -287,6 +308,7 @@ LedgerEvent = Union[
     SessionRotated,
     SessionDeleted,
     InteractionRecorded,
+    GenerationPruned,
 ]
 
 RECORDED_CLASSES: dict[str, type[Recorded]] = {
@@ -303,6 +325,7 @@ RECORDED_CLASSES: dict[str, type[Recorded]] = {
         SessionRotated,
         SessionDeleted,
         InteractionRecorded,
+        GenerationPruned,
     )
 }
 

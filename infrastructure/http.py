@@ -46,7 +46,7 @@ from domain.values import (
 )
 from infrastructure.config import ServerSettings
 from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
-from projections.audit import AuditEntry
+from projections.audit import AuditReport, to_markdown
 from projections.queries import MAX_PAGE
 from projections.reports import StatusReport
 from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
@@ -102,11 +102,6 @@ class TranscriptResponse(Model):
     session_key: str
     session_ids: list[str]
     entries: list[EntryRow]
-
-
-class AuditResponse(Model):
-    session_key: str
-    entries: list[AuditEntry]
 
 
 class Health(Model):
@@ -499,11 +494,27 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
     @app.get(
         "/v1/sessions/{session_key:segment}/audit",
         dependencies=read,
-        response_model=AuditResponse,
+        response_model=AuditReport,
+        responses={
+            200: {
+                "description": "The audit as JSON, or with format=markdown an incident "
+                "report (text/markdown)",
+                "content": {"text/markdown": {"schema": {"type": "string"}}},
+            }
+        },
         tags=["audit"],
     )
-    def audit(session_key: str) -> AuditResponse:
-        return AuditResponse(session_key=session_key, entries=ledger.audit(session_key))
+    def audit(
+        session_key: str,
+        run_id: Annotated[Identifier | None, Query(alias="runId")] = None,
+        as_of: Annotated[AwareDatetime | None, Query(alias="asOf")] = None,
+        position: Annotated[int | None, Query(ge=0)] = None,
+        output: Annotated[Literal["json", "markdown"], Query(alias="format")] = "json",
+    ) -> Any:
+        report = ledger.audit(session_key, run_id=run_id, as_of=as_of, position=position)
+        if output == "markdown":
+            return PlainTextResponse(to_markdown(report), media_type="text/markdown")
+        return report
 
     @app.get(
         "/v1/sessions/{session_key:segment}/generations",
@@ -572,8 +583,13 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         stuck_after_minutes: Annotated[
             int, Query(alias="stuckAfterMinutes", ge=1, le=MAX_WINDOW_MINUTES)
         ] = 15,
+        window_minutes: Annotated[
+            int, Query(alias="windowMinutes", ge=1, le=MAX_WINDOW_MINUTES)
+        ] = 60,
     ) -> StatusReport:
-        return ledger.status_report(stuck_after_minutes=stuck_after_minutes)
+        return ledger.status_report(
+            stuck_after_minutes=stuck_after_minutes, window_minutes=window_minutes
+        )
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:

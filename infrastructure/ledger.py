@@ -54,7 +54,8 @@ from infrastructure.database import Database, translate_faults
 from infrastructure.log import EventLog
 from infrastructure.schema import UpgradePolicy, ensure_schema
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
-from projections.audit import AuditEntry, audit
+from projections.audit import AuditReport
+from projections.audit import report as audit_report
 from projections.fold import Transition
 from projections.projector import Executor, Projector
 from projections.queries import Page, Queries
@@ -410,23 +411,47 @@ class Ledger:
         with self.database.reading() as connection:
             return self.event_log.read(connection, after, limit)
 
-    def audit(self, session_key: str) -> list[AuditEntry]:
-        """Every event of a key (all generations) in log order, with what it did."""
+    def audit(
+        self,
+        session_key: str,
+        *,
+        run_id: str | None = None,
+        as_of: datetime | None = None,
+        position: int | None = None,
+    ) -> AuditReport:
+        """Every event of a key (all generations), or of one run, in log order: what each
+        did, the rows before and after, the anomalies, and every row of the key as it
+        stood at the end. `as_of` (by recordedAt, timezone-aware) or `position` stops
+        the replay there, reconstructing the rows as they were then."""
+        if as_of is not None and position is not None:
+            raise InvalidEvent("asOf", "give asOf or position, not both")
+        if as_of is not None and as_of.tzinfo is None:
+            raise InvalidEvent("asOf", "must carry a timezone")
+        if position is not None and position < 0:
+            raise InvalidEvent("position", "must be 0 or more")
         with self.database.reading() as connection:
             events = self.event_log.read_aggregate(connection, conversation_id(session_key))
         if not events:
             raise UnknownSession(session_key)
-        return audit(events)
+        if run_id is not None and not any(e.run_id == run_id for _, e in events):
+            raise InvalidEvent("runId", f"no run {run_id!r} in {session_key!r}")
+        return audit_report(session_key, events, run_id=run_id, as_of=as_of, position=position)
 
-    def status_report(self, *, stuck_after_minutes: int = 15) -> StatusReport:
+    def status_report(
+        self, *, stuck_after_minutes: int = 15, window_minutes: int = 60
+    ) -> StatusReport:
+        """The operator's report from indexed read models (see projections.reports)."""
         if not 1 <= stuck_after_minutes <= MAX_MINUTES:
             raise InvalidEvent("stuckAfterMinutes", f"must be between 1 and {MAX_MINUTES}")
+        if not 1 <= window_minutes <= MAX_MINUTES:
+            raise InvalidEvent("windowMinutes", f"must be between 1 and {MAX_MINUTES}")
         with self.database.reading() as connection:
             return status_report(
                 connection,
                 TABLES,
                 now=self.clock(),
                 stuck_after=timedelta(minutes=stuck_after_minutes),
+                window=timedelta(minutes=window_minutes),
             )
 
     def replay_mismatches(self) -> list[Mismatch]:

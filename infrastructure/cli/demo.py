@@ -197,7 +197,7 @@ def run_demo(ledger: Ledger, tag: str, start: datetime) -> DemoReport:
             "lineageEntries": len(history),
         },
         status=ledger.status_report(),
-        audit=ledger.audit(telegram),
+        audit=ledger.audit(telegram).entries,
     )
 
 

@@ -7,6 +7,7 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -26,9 +27,10 @@ from infrastructure.cli.common import (
     print_json,
     reported_failures,
 )
-from infrastructure.cli.views import audit_table, mismatches_table, status_tables
+from infrastructure.cli.views import audit_tables, mismatches_table, status_tables
 from infrastructure.config import ServerSettings
 from infrastructure.ledger import Ledger
+from projections.audit import to_markdown
 
 
 def progress(console: Console, quiet: bool) -> Progress:
@@ -163,15 +165,19 @@ def ingest(
 @app.command()
 def status(
     db: DbOption = None,
+    window: Annotated[
+        str, typer.Option("--window", help="Failures, tokens and late events over this (1h).")
+    ] = "1h",
     stuck_after: Annotated[
         str, typer.Option("--stuck-after", help="A run older than this is stuck (15m, 1h).")
     ] = "15m",
     as_json: JsonOption = False,
 ) -> None:
-    """The operator's status report: sessions by status, active and stuck runs."""
+    """The operator's status report: sessions, active and stuck runs, failures and tokens."""
     minutes = max(1, int(duration(stuck_after, "--stuck-after").total_seconds() // 60))
+    window_minutes = max(1, int(duration(window, "--window").total_seconds() // 60))
     with opened_ledger(db) as ledger, reported_failures():
-        report = ledger.status_report(stuck_after_minutes=minutes)
+        report = ledger.status_report(stuck_after_minutes=minutes, window_minutes=window_minutes)
     if as_json:
         print_json(report)
         return
@@ -180,22 +186,46 @@ def status(
         console.print(table)
 
 
+def _moment(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        fail(f"--as-of: {text!r} is not an ISO 8601 time like 2026-11-21T10:00:00Z")
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 @app.command()
 def audit(
     session_key: Annotated[str, typer.Argument(help="The sessionKey (all its generations).")],
     db: DbOption = None,
+    run: Annotated[str | None, typer.Option("--run", help="Only this run's events.")] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", help="Replay up to this recordedAt (ISO 8601; UTC if bare)."),
+    ] = None,
+    position: Annotated[
+        int | None, typer.Option("--position", min=0, help="Replay up to this log position.")
+    ] = None,
     output: Annotated[
-        Literal["table", "json"], typer.Option("--format", help="table or json")
+        Literal["table", "json", "markdown"],
+        typer.Option("--format", help="table, json, or markdown (an incident report)"),
     ] = "table",
     as_json: JsonOption = False,
 ) -> None:
-    """Every event of a key in log order, with what it did to which generation."""
+    """Every event of a key (or one run) in log order, with what it did to which row."""
+    if as_of is not None and position is not None:
+        fail("give --as-of or --position, not both")
+    moment = _moment(as_of) if as_of is not None else None
     with opened_ledger(db) as ledger, reported_failures():
-        entries = ledger.audit(session_key)
+        report = ledger.audit(session_key, run_id=run, as_of=moment, position=position)
     if as_json or output == "json":
-        print_json({"sessionKey": session_key, "entries": entries})
-        return
-    Console().print(audit_table(entries, title=f"audit of {session_key}"))
+        print_json(report)
+    elif output == "markdown":
+        typer.echo(to_markdown(report), nl=False)
+    else:
+        console = Console()
+        for part in audit_tables(report):
+            console.print(part)
 
 
 @app.command()

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 
 from rich import box
+from rich.markup import escape
 from rich.table import Table
 
 from infrastructure.cli.common import short, when
-from projections.audit import AuditEntry
+from projections.audit import AuditEntry, AuditReport, human
 from projections.replay import Mismatch
 from projections.reports import StatusReport
 from projections.rows import EntryRow, SessionView
@@ -44,29 +46,120 @@ def status_tables(report: StatusReport) -> list[Table]:
         box=box.SIMPLE_HEAD,
         pad_edge=False,
     )
-    for column in ("runId", "sessionKey", "trigger", "started", "stuck"):
+    for column in ("runId", "sessionKey", "trigger", "model", "started", "age", "stuck"):
         runs.add_column(column, overflow="fold")
-    stuck = {run.run_id for run in report.stuck_runs}
     for run in report.active_runs:
         runs.add_row(
             run.run_id,
-            run.session_key,
+            run.session_key + ("" if run.current else " [dim](archived)[/]"),
             run.trigger,
+            run.model or "-",
             when(run.started_at),
-            "yes" if run.run_id in stuck else "",
+            human(timedelta(milliseconds=run.age_ms)),
+            "[red]yes[/]" if run.stuck else "",
         )
-    return [counts, runs]
+    window = f"last {human(timedelta(minutes=report.window_minutes))}"
+    usage = Table(
+        title=f"runs ended in the {window} (by the store's clock)",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    usage.add_column("by")
+    usage.add_column("name", overflow="fold")
+    for column in ("runs", "done", "failed", "timeout", "killed", "interrupted", "tokens in/out"):
+        usage.add_column(column, justify="right")
+    lines = [("all", report.window_runs)]
+    for label, group in (
+        ("model", report.by_model),
+        ("provider", report.by_provider),
+        ("agent", report.by_agent),
+        ("channel", report.by_channel),
+    ):
+        lines += [(label, line) for line in group]
+    for label, line in lines:
+        usage.add_row(
+            label,
+            "" if label == "all" else line.name or "-",
+            str(line.runs),
+            str(line.done),
+            _alert(line.failed),
+            _alert(line.timeout),
+            str(line.killed),
+            str(line.interrupted),
+            f"{line.input_tokens}/{line.output_tokens}",
+        )
+    failures = Table(
+        title=f"failures and timeouts in the {window} (newest {len(report.recent_failures)})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("runId", "sessionKey", "status", "error", "recorded"):
+        failures.add_column(column, overflow="fold")
+    for failed in report.recent_failures:
+        failures.add_row(
+            failed.run_id,
+            failed.session_key,
+            failed.status,
+            (failed.error_kind + ": " if failed.error_kind else "") + (failed.error or "-"),
+            when(failed.recorded_at),
+        )
+    late = Table(
+        title=f"late events fenced in the {window}: {report.late_events}",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("pos", "eventId", "sessionKey", "archived sessionId", "recorded"):
+        late.add_column(column, overflow="fold")
+    for event in report.recent_late_events:
+        late.add_row(
+            str(event.position),
+            event.event_id,
+            event.session_key,
+            short(event.session_id),
+            when(event.recorded_at),
+        )
+    resumable = Table(
+        title="generations not resumable: "
+        + (", ".join(f"{n} {state}" for state, n in sorted(report.not_resumable.items())) or "0"),
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+    )
+    for column in ("sessionKey", "sessionId", "status", "entries", "updated"):
+        resumable.add_column(column, overflow="fold")
+    for row in report.not_resumable_sessions:
+        resumable.add_row(
+            row.session_key,
+            short(row.session_id),
+            row.status,
+            str(row.entry_count),
+            when(row.updated_at),
+        )
+    spread = Table(title="sessions per agent and channel", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("by", "name", "sessions"):
+        spread.add_column(column, justify="right" if column == "sessions" else "left")
+    for label, buckets in (
+        ("agent", report.sessions_by_agent),
+        ("channel", report.sessions_by_channel),
+    ):
+        for bucket in buckets:
+            spread.add_row(label, bucket.name or "-", str(bucket.sessions))
+    return [counts, runs, usage, failures, late, resumable, spread]
+
+
+def _alert(count: int) -> str:
+    return f"[red]{count}[/]" if count else "0"
 
 
 def audit_table(entries: Iterable[AuditEntry], title: str = "audit") -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
-    for column in ("pos", "recorded", "type", "sessionId", "runId", "writer"):
+    for column in ("pos", "recorded", "occurred", "type", "sessionId", "runId", "writer"):
         table.add_column(column, no_wrap=True)
     table.add_column("did", overflow="fold", ratio=1)
     for entry in entries:
         table.add_row(
             str(entry.position),
-            entry.recorded_at.strftime("%H:%M:%S"),
+            entry.recorded_at.strftime("%H:%M:%S.%f")[:-3],
+            entry.occurred_at.strftime("%H:%M:%S"),
             entry.type,
             short(entry.session_id),
             entry.run_id or "-",
@@ -75,6 +168,60 @@ def audit_table(entries: Iterable[AuditEntry], title: str = "audit") -> Table:
             style="yellow" if entry.outcome == "archived" else "",
         )
     return table
+
+
+def audit_tables(report: AuditReport) -> list[Table | str]:
+    """Summary line, the timeline, the anomalies, and the runs as they stood."""
+    summary = report.summary
+    subject = (
+        f"run {report.run_id} of {report.session_key}" if report.run_id else report.session_key
+    )
+    where = (
+        "deleted"
+        if summary.deleted
+        else f"current {short(summary.current_session_id)}"
+        if summary.current_session_id
+        else "no current generation"
+    )
+    bound = (
+        f" as of position {report.position}"
+        if report.position is not None
+        else f" as of {report.as_of.isoformat()}"
+        if report.as_of is not None
+        else ""
+    )
+    parts: list[Table | str] = [
+        f"[bold]audit of {escape(subject)}[/]{escape(bound)}: {summary.events} events, "
+        f"{len(summary.generations)} generations ({where}), {sum(summary.runs.values())} runs",
+        audit_table(report.entries, title="timeline"),
+    ]
+    anomalies = Table(title="anomalies", box=box.SIMPLE_HEAD, pad_edge=False)
+    for column in ("kind", "positions", "what"):
+        anomalies.add_column(column, overflow="fold")
+    for anomaly in report.anomalies:
+        shown = ", ".join(str(p) for p in anomaly.positions[:8])
+        if len(anomaly.positions) > 8:
+            shown += ", …"
+        anomalies.add_row(anomaly.kind, shown, anomaly.message)
+    parts.append(anomalies if report.anomalies else "no anomalies found")
+    runs = Table(
+        title=f"runs as of position {report.through_position}", box=box.SIMPLE_HEAD, pad_edge=False
+    )
+    for column in ("runId", "sessionId", "status", "started", "ended", "late", "error"):
+        runs.add_column(column, overflow="fold")
+    for run in report.state.runs:
+        runs.add_row(
+            run.run_id,
+            short(run.session_id),
+            run.status,
+            when(run.started_at),
+            when(run.ended_at),
+            "yes" if run.late else "",
+            run.error or "-",
+        )
+    if report.state.runs:
+        parts.append(runs)
+    return parts
 
 
 def transcript_table(entries: Iterable[EntryRow], title: str = "transcript") -> Table:

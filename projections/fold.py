@@ -20,6 +20,7 @@ from domain.events import (
     BindingDropped,
     BindingSet,
     GenerationOpened,
+    GenerationPruned,
     InteractionRecorded,
     LedgerEvent,
     OverridesChanged,
@@ -59,6 +60,7 @@ class Transition:
     generations: tuple[GenerationRow, ...] = ()
     run: RunRow | None = None
     entry: EntryRow | None = None
+    pruned_session_id: str | None = None  # drop this generation's transcript rows
 
 
 def utc(moment: datetime) -> datetime:
@@ -84,6 +86,7 @@ def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
     run: RunRow | None = None
     entry: EntryRow | None = None
     deleted_key: str | None = None
+    pruned: str | None = None
 
     if isinstance(event, SessionRotated):
         touched = replace(
@@ -228,6 +231,15 @@ def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
         touched = replace(
             touched, last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
         )
+    elif isinstance(event, GenerationPruned):
+        # entry_count and head_hash stay: they describe the chain the log still holds.
+        touched = replace(touched, pruned_at=recorded, late_events=generation.late_events)
+        pruned = event.session_id
+        effect = Effect(
+            "applied",
+            f"pruned generation {event.session_id}: {event.entry_count} transcript entries "
+            f"archived ({event.reason})",
+        )
 
     current_session_id = None if deleted_key or session is None else session.session_id
     return Transition(
@@ -237,6 +249,7 @@ def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
         generations=(touched,),
         run=run,
         entry=entry,
+        pruned_session_id=pruned,
     )
 
 

@@ -26,13 +26,25 @@ LogReader = Callable[[int, int], Sequence[tuple[int, LedgerEvent]]]
 Executor = Connection | Session
 
 CATCH_UP_PAGE = 1000
+IN_CHUNK = 500  # keys per IN (…): stay under bind-parameter limits
+
+
+def core(executor: Executor) -> Connection:
+    """The Core connection of the caller's transaction: statements through an ORM Session
+    pay for ORM bookkeeping the projector never uses (a third of a single-event command)."""
+    return executor.connection() if isinstance(executor, Session) else executor
+
+
+def _in(table: Table, column: Any) -> Any:
+    """SELECT * … WHERE column IN (:keys), built once and expanded per call."""
+    return select(table).where(column.in_(bindparam("keys", expanding=True)))
 
 
 class SqlRowLoader:
     """Loads rows for the fold, one query per table per batch."""
 
     def __init__(self, executor: Executor, tables: ReadModelTables) -> None:
-        self.executor = executor
+        self.executor = core(executor)
         self.tables = tables
 
     def load_sessions(self, keys: Iterable[str]) -> dict[str, SessionRow]:
@@ -50,9 +62,9 @@ class SqlRowLoader:
     def _load(self, table: Table, column: Any, keys: Iterable[str], row_type: Any) -> list[Any]:
         keys = list(keys)
         rows: list[Any] = []
-        for start in range(0, len(keys), 500):  # stay under bind-parameter limits
-            chunk = keys[start : start + 500]
-            result = self.executor.execute(select(table).where(column.in_(chunk)))
+        query = _statements(table, column)
+        for start in range(0, len(keys), IN_CHUNK):
+            result = self.executor.execute(query, {"keys": keys[start : start + IN_CHUNK]})
             rows.extend(row_type(**row._mapping) for row in result)
         return rows
 
@@ -69,18 +81,30 @@ class Projector:
                 ("runs", t.runs, "run_id"),
             )
         }
+        tracking = t.tracking
+        self._position = select(tracking.c.notification_id).where(
+            tracking.c.application_name == PROJECTION_NAME
+        )
+        self._move = (
+            update(tracking)
+            .where(
+                tracking.c.application_name == PROJECTION_NAME,
+                tracking.c.notification_id == bindparam("previous"),
+            )
+            .values(notification_id=bindparam("position"))
+        )
+        self._head = text(f"SELECT max(id) FROM {EVENTS_TABLE}")
+        self._receipts = _in(t.receipts, t.receipts.c.event_id)
 
     # tracking --------------------------------------------------------------------------
 
     def position(self, executor: Executor) -> int:
-        t = self.tables.tracking
-        value = executor.execute(
-            select(t.c.notification_id).where(t.c.application_name == PROJECTION_NAME)
-        ).scalar()
+        value = core(executor).execute(self._position).scalar()
         return int(value or 0)
 
     def _track(self, executor: Executor, previous: int, position: int) -> None:
         t = self.tables.tracking
+        executor = core(executor)
         if previous == 0 and position > 0:
             exists = executor.execute(
                 select(t.c.notification_id).where(t.c.application_name == PROJECTION_NAME)
@@ -90,11 +114,7 @@ class Projector:
                     insert(t).values(application_name=PROJECTION_NAME, notification_id=position)
                 )
                 return
-        done = executor.execute(
-            update(t)
-            .where(t.c.application_name == PROJECTION_NAME, t.c.notification_id == previous)
-            .values(notification_id=position)
-        )
+        done = executor.execute(self._move, {"previous": previous, "position": position})
         if done.rowcount != 1:  # type: ignore[attr-defined]
             # someone else moved the position: never apply twice
             raise RuntimeError(f"tracking position moved under the projector (expected {previous})")
@@ -114,6 +134,7 @@ class Projector:
         """Fold recorded events (in log order) and write rows and tracking."""
         if not recorded:
             return []
+        executor = core(executor)
         rowset.prefetch_for(event for _, event in recorded)
         transitions = [rowset.apply(event, position) for position, event in recorded]
         self.flush(executor, rowset)
@@ -138,11 +159,12 @@ class Projector:
                 on_progress(len(page))
 
     def log_head(self, executor: Executor) -> int:
-        value = executor.execute(text(f"SELECT max(id) FROM {EVENTS_TABLE}")).scalar()
+        value = core(executor).execute(self._head).scalar()
         return int(value or 0)
 
     def flush(self, executor: Executor, rowset: RowSet) -> None:
         t = self.tables
+        executor = core(executor)
         for name, table, rows in (
             ("sessions", t.sessions, rowset.sessions),
             ("generations", t.generations, rowset.generations),
@@ -158,19 +180,31 @@ class Projector:
                 executor.execute(delete(table).where(key.in_(deletes)))
         if rowset.entries:
             executor.execute(insert(t.entries), [row_values(e) for e in rowset.entries])
+        if rowset.pruned:
+            executor.execute(delete(t.entries).where(t.entries.c.session_id.in_(rowset.pruned)))
         if rowset.receipts:
             executor.execute(insert(t.receipts), [row_values(r) for r in rowset.receipts])
         rowset.flushed()
 
     def receipts(self, executor: Executor, event_ids: Iterable[str]) -> dict[str, ReceiptRow]:
-        t = self.tables.receipts
         ids = list(event_ids)
         found: dict[str, ReceiptRow] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            for row in executor.execute(select(t).where(t.c.event_id.in_(chunk))):
+        executor = core(executor)
+        for start in range(0, len(ids), IN_CHUNK):
+            chunk = ids[start : start + IN_CHUNK]
+            for row in executor.execute(self._receipts, {"keys": chunk}):
                 found[row.event_id] = ReceiptRow(**row._mapping)
         return found
+
+
+_STATEMENTS: dict[tuple[str, str], Any] = {}
+
+
+def _statements(table: Table, column: Any) -> Any:
+    key = (table.name, column.name)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = _in(table, column)
+    return _STATEMENTS[key]
 
 
 def _update_statement(table: Table, key: str) -> Any:

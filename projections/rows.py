@@ -68,6 +68,7 @@ class GenerationRow:
     late_events: int
     updated_at: datetime
     position: int
+    pruned_at: datetime | None = None  # maintenance dropped its entries (the log keeps them)
 
     @property
     def has_active_run(self) -> bool:

@@ -77,6 +77,7 @@ class RowSet:
         self.runs: Table[str, RunRow] = Table()
         self.entries: list[EntryRow] = []
         self.receipts: list[ReceiptRow] = []
+        self.pruned: list[str] = []  # generations whose stored entries must go
 
     # ReadState -------------------------------------------------------------------------
 
@@ -139,6 +140,10 @@ class RowSet:
             self.runs.put(transition.run.run_id, transition.run)
         if transition.entry is not None:
             self.entries.append(transition.entry)
+        if transition.pruned_session_id is not None:
+            sid = transition.pruned_session_id
+            self.entries = [e for e in self.entries if e.session_id != sid]
+            self.pruned.append(sid)
         self.receipts.append(transition.receipt)
         return transition
 
@@ -148,6 +153,7 @@ class RowSet:
         self.runs.flushed()
         self.entries.clear()
         self.receipts.clear()
+        self.pruned.clear()
 
 
 def _load(

@@ -90,9 +90,9 @@ class ReadModelTables:
         return (self.sessions, self.generations, self.runs, self.entries, self.receipts)
 
 
-def build_tables(suffix: str = "") -> ReadModelTables:
+def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadModelTables:
     """The read-model tables; a suffix names a shadow copy (used by rebuilds)."""
-    metadata = MetaData()
+    metadata = metadata if metadata is not None else MetaData()
     sessions = Table(
         f"ledger_sessions{suffix}",
         metadata,
@@ -141,6 +141,7 @@ def build_tables(suffix: str = "") -> ReadModelTables:
         Column("late_events", Integer, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),
         Column("position", BigInteger, nullable=False),
+        Column("pruned_at", UTCDateTime),
         Index(f"ix_ledger_generations{suffix}_session_key", "session_key"),
         Index(f"ix_ledger_generations{suffix}_status", "status"),
         Index(f"ix_ledger_generations{suffix}_updated_at", "updated_at"),
@@ -218,3 +219,7 @@ def build_tables(suffix: str = "") -> ReadModelTables:
 
 
 TABLES = build_tables()
+# Where `rebuild` and `verify` fold the log before swapping or comparing (same metadata,
+# so the migrations own them like every other table).
+SHADOW_SUFFIX = "_shadow"
+SHADOW = build_tables(SHADOW_SUFFIX, TABLES.metadata)

@@ -52,6 +52,7 @@ from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, SessionKey
 from infrastructure.application import LedgerApplication
 from infrastructure.database import Database, translate_faults
 from infrastructure.log import EventLog
+from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
 from infrastructure.schema import UpgradePolicy, ensure_schema
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
 from projections.audit import AuditReport
@@ -321,15 +322,51 @@ class Ledger:
         return self._transact(lambda uow: uow.position)
 
     def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
-        """Drop every read-model row and fold the whole log again (in one transaction)."""
+        """Fold the whole log into the shadow tables page by page, then swap them in with
+        one short write transaction; the store keeps serving meanwhile. Returns the position."""
+        from infrastructure import maintenance
 
-        def work(session: Session) -> int:
-            for table in reversed(TABLES.projected):
-                session.execute(table.delete())
-            session.execute(TABLES.tracking.delete())
-            return self.projector.catch_up(session, self._read_log(session), on_progress)
+        return maintenance.rebuild(self, on_progress)
 
-        return self.database.write(work)
+    # -- maintenance (infrastructure/maintenance.py): every repair is an event ----------
+
+    def verify(self, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
+        """Hash chains from the log and every read model against a fresh fold of the log,
+        in bounded memory; `report.ok` is False on any mismatch."""
+        from infrastructure import maintenance
+
+        return maintenance.verify(self, on_progress)
+
+    def recover(self, stale_after: timedelta, *, at: datetime | None = None) -> RecoverReport:
+        """Close runs running longer than `stale_after` as `interrupted` (writer `system`)."""
+        from infrastructure import maintenance
+
+        return maintenance.recover(self, stale_after, at=at)
+
+    def prune(
+        self,
+        older_than: timedelta,
+        *,
+        export_dir: str | None = None,
+        at: datetime | None = None,
+    ) -> PruneReport:
+        """Prune old generations that are neither current nor running (a
+        `generation.pruned` event each), exporting their transcripts to JSONL first."""
+        from pathlib import Path
+
+        from infrastructure import maintenance
+
+        directory = Path(export_dir) if export_dir is not None else None
+        return maintenance.prune(self, older_than, export_dir=directory, at=at)
+
+    def check_bindings(self, directory: str, *, fix: bool = False) -> BindingsReport:
+        """Probe `<directory>/<cliSessionId>.jsonl` for every current binding; `fix`
+        drops the dead ones with reason `missing-transcript`."""
+        from pathlib import Path
+
+        from infrastructure import maintenance
+
+        return maintenance.check_bindings(self, Path(directory), fix=fix)
 
     # -- queries -----------------------------------------------------------------------
 

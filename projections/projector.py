@@ -172,18 +172,18 @@ class Projector:
         ):
             inserts, updates, deletes = rows.changes()
             if inserts:
-                executor.execute(insert(table), [row_values(r) for r in inserts])
+                executor.execute(insert(table), [_values(r) for r in inserts])
             if updates:
                 executor.execute(self._updates[name], [_keyed(r) for r in updates])
             if deletes:
                 key = table.primary_key.columns.values()[0]
                 executor.execute(delete(table).where(key.in_(deletes)))
         if rowset.entries:
-            executor.execute(insert(t.entries), [row_values(e) for e in rowset.entries])
+            executor.execute(insert(t.entries), [_values(e) for e in rowset.entries])
         if rowset.pruned:
             executor.execute(delete(t.entries).where(t.entries.c.session_id.in_(rowset.pruned)))
         if rowset.receipts:
-            executor.execute(insert(t.receipts), [row_values(r) for r in rowset.receipts])
+            executor.execute(insert(t.receipts), [_values(r) for r in rowset.receipts])
         rowset.flushed()
 
     def receipts(self, executor: Executor, event_ids: Iterable[str]) -> dict[str, ReceiptRow]:
@@ -215,8 +215,19 @@ def _update_statement(table: Table, key: str) -> Any:
     )
 
 
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _values(row: Any) -> dict[str, Any]:
+    """`row_values`, with each row class's field names looked up once."""
+    names = _FIELD_NAMES.get(type(row))
+    if names is None:
+        names = _FIELD_NAMES[type(row)] = tuple(row_values(row))
+    return {name: getattr(row, name) for name in names}
+
+
 def _keyed(row: SessionRow | GenerationRow | RunRow) -> dict[str, Any]:
-    values = row_values(row)
+    values = _values(row)
     key = {SessionRow: "session_key", GenerationRow: "session_id", RunRow: "run_id"}[type(row)]
     values["key_"] = values.pop(key)
     return values

@@ -10,6 +10,7 @@ import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote
 
@@ -46,6 +47,7 @@ from domain.values import (
 )
 from infrastructure.config import ServerSettings
 from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
+from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
 from projections.audit import AuditReport, to_markdown
 from projections.queries import MAX_PAGE
 from projections.reports import StatusReport
@@ -108,6 +110,21 @@ class Health(Model):
     status: Literal["ok"]
     position: int
     log_head: int
+
+
+class RecoverRequest(Model):
+    stale_after_minutes: int = Field(default=30, ge=1, le=MAX_WINDOW_MINUTES)
+
+
+class PruneRequest(Model):
+    """Exporting transcripts writes server-side files: that is the CLI's `prune --export`."""
+
+    older_than_minutes: int = Field(default=30 * 24 * 60, ge=1, le=MAX_WINDOW_MINUTES)
+
+
+class BindingsCheckRequest(Model):
+    dir: str = Field(min_length=1, max_length=4096)
+    fix: bool = False
 
 
 class ErrorResponse(Model):
@@ -590,6 +607,32 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
         return ledger.status_report(
             stuck_after_minutes=stuck_after_minutes, window_minutes=window_minutes
         )
+
+    # -- maintenance (admin): every repair is an event in the log ---------------------
+
+    @app.get("/v1/admin/verify", dependencies=admin, response_model=VerifyReport, tags=["admin"])
+    def verify() -> VerifyReport:
+        """Hash chains and read models against a fresh fold of the log; `ok` says if clean."""
+        return ledger.verify()
+
+    @app.post("/v1/admin/recover", dependencies=admin, response_model=RecoverReport, tags=["admin"])
+    def recover(body: RecoverRequest | None = None) -> RecoverReport:
+        minutes = (body or RecoverRequest()).stale_after_minutes
+        return ledger.recover(timedelta(minutes=minutes))
+
+    @app.post("/v1/admin/prune", dependencies=admin, response_model=PruneReport, tags=["admin"])
+    def prune(body: PruneRequest | None = None) -> PruneReport:
+        minutes = (body or PruneRequest()).older_than_minutes
+        return ledger.prune(timedelta(minutes=minutes))
+
+    @app.post(
+        "/v1/admin/bindings/check",
+        dependencies=admin,
+        response_model=BindingsReport,
+        tags=["admin"],
+    )
+    def bindings_check(body: BindingsCheckRequest) -> BindingsReport:
+        return ledger.check_bindings(body.dir, fix=body.fix)
 
     @app.get("/healthz", response_model=Health, tags=["operations"])
     def healthz() -> Health:

@@ -183,7 +183,10 @@ class Shadow:
         self.side_write(work)
 
     def fold(self, on_progress: Progress = None) -> int:
-        """Fold pages until the shadow reaches the log head; returns its position."""
+        """Fold pages until the shadow reaches the log head as it was when the fold began
+        (busy writers cannot keep it chasing the head); returns its position."""
+        with self.ledger.database.reading() as connection:
+            target = self.ledger.projector.log_head(connection)
 
         def page(executor: Executor) -> tuple[int, int]:
             position = self.projector.position(executor)
@@ -198,8 +201,14 @@ class Shadow:
             count, position = self.side_write(page)
             if on_progress is not None and count:
                 on_progress(count)
-            if count < PAGE:
+            if count < PAGE or position >= target:
                 return position
+
+    def behind(self) -> int:
+        """Events in the log the shadow has not folded yet."""
+        with self.ledger.database.reading() as connection:
+            head = self.ledger.projector.log_head(connection)
+            return head - self.projector.position(connection)
 
 
 def _busy() -> StoreUnavailable:
@@ -234,6 +243,10 @@ def rebuild(ledger: Ledger, on_progress: Progress = None) -> int:
     shadow = Shadow(ledger)
     shadow.clear()
     shadow.fold(on_progress)
+    for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
+        if shadow.behind() <= 2 * PAGE:
+            break
+        shadow.fold(on_progress)
 
     def swap(session: Executor) -> int:
         # The events recorded since the last page, under the writer lock: none can follow.
@@ -540,9 +553,12 @@ def _camel(values: dict[str, Any]) -> dict[str, Any]:
 def check_bindings(ledger: Ledger, directory: Path, *, fix: bool = False) -> BindingsReport:
     """Probe `<directory>/<cliSessionId>.jsonl` for every current binding; with `fix`,
     drop the dead ones (reason `missing-transcript`, written by `system`)."""
-    if not directory.is_dir():
-        raise InvalidEvent("dir", f"{directory} is not a directory")
-    root = directory.resolve()
+    try:
+        if not directory.is_dir():
+            raise InvalidEvent("dir", f"{directory} is not a directory")
+        root = directory.resolve()
+    except (OSError, ValueError) as e:  # an embedded NUL, a path too long, …
+        raise InvalidEvent("dir", f"cannot be used: {e}") from None
     checks: list[BindingCheck] = []
     cursor: str | None = None
     while True:
@@ -550,8 +566,8 @@ def check_bindings(ledger: Ledger, directory: Path, *, fix: bool = False) -> Bin
         for view in page.items:
             for provider, cli_session_id in sorted(view.bindings.items()):
                 path = root / f"{cli_session_id}.jsonl"
-                inside = path.resolve().parent == root and _SAFE_NAME.match(cli_session_id)
-                alive = bool(inside) and path.is_file()
+                # Only a plain file name inside the directory: a binding cannot probe elsewhere.
+                alive = bool(_SAFE_NAME.match(cli_session_id)) and path.is_file()
                 dropped, reason = False, None
                 if not alive and fix:
                     try:

@@ -1,7 +1,13 @@
 """The `sessionledger` command line: tables for people, `--json` for machines, and a
 non-zero exit with one line on stderr for every failure it anticipates."""
 
-from infrastructure.cli import db, demo, operations, sessions  # noqa: F401  (registers commands)
+from infrastructure.cli import (  # noqa: F401  (registers commands)
+    db,
+    demo,
+    maintenance,
+    operations,
+    sessions,
+)
 from infrastructure.cli.common import app
 
 

@@ -1,4 +1,4 @@
-"""`sessionledger serve|ingest|status|audit|verify|rebuild`: running and looking after a store."""
+"""`sessionledger serve|ingest|status|audit`: running a store and reporting on it."""
 
 from __future__ import annotations
 
@@ -27,9 +27,8 @@ from infrastructure.cli.common import (
     print_json,
     reported_failures,
 )
-from infrastructure.cli.views import audit_tables, mismatches_table, status_tables
+from infrastructure.cli.views import audit_tables, status_tables
 from infrastructure.config import ServerSettings
-from infrastructure.ledger import Ledger
 from projections.audit import to_markdown
 
 
@@ -226,37 +225,3 @@ def audit(
         console = Console()
         for part in audit_tables(report):
             console.print(part)
-
-
-@app.command()
-def verify(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Compare every read model with a fresh fold of the log; exit 1 on any mismatch."""
-    with opened_ledger(db) as ledger, reported_failures():
-        mismatches = ledger.replay_mismatches()
-    if as_json:
-        print_json({"ok": not mismatches, "mismatches": mismatches})
-    elif mismatches:
-        Console().print(mismatches_table(mismatches))
-    else:
-        typer.echo("ok: the read models equal a fresh fold of the log")
-    if mismatches:
-        raise typer.Exit(1)
-
-
-@app.command()
-def rebuild(db: DbOption = None, as_json: JsonOption = False) -> None:
-    """Fold the whole log into the read models again."""
-    console = Console(stderr=True)
-    with opened_ledger(db) as ledger, reported_failures():
-        head = _log_head(ledger)
-        with progress(console, quiet=as_json) as bar:
-            task = bar.add_task("rebuild", total=head)
-            position = ledger.rebuild(on_progress=lambda n: bar.advance(task, n))
-    if as_json:
-        print_json({"position": position})
-    else:
-        typer.echo(f"rebuilt the read models up to position {position}")
-
-
-def _log_head(ledger: Ledger) -> int:
-    return ledger.positions()[1]

@@ -88,6 +88,21 @@ def test_rebuild_while_another_thread_keeps_writing(
                 ):
                     problems.append(f"transcript of {key(0)}: {len(entries)} entries")
 
+    side_write = maintenance.Shadow.side_write
+    pages: list[int] = []
+
+    def page_then_let_writers_in(self: maintenance.Shadow, work: Any) -> Any:
+        """Between two shadow pages the writer lock is free: writers get acknowledged."""
+        result = side_write(self, work)
+        pages.append(1)
+        if len(window) == 1 and len(pages) % 4 == 0:  # while the rebuild runs
+            seen = len(acknowledged)
+            deadline = time.monotonic() + 10
+            while len(acknowledged) < seen + 2 and time.monotonic() < deadline:
+                time.sleep(0.005)
+        return result
+
+    monkeypatch.setattr(maintenance.Shadow, "side_write", page_then_let_writers_in)
     threads = [threading.Thread(target=write), threading.Thread(target=read)]
     for thread in threads:
         thread.start()
@@ -109,7 +124,7 @@ def test_rebuild_while_another_thread_keeps_writing(
 
     assert problems == []
     # Writers were acknowledged while the rebuild ran, not held off until it finished.
-    assert len([t for t in during if window[0] < t < window[1]]) >= 3
+    assert len([t for t in during if window[0] < t < window[1]]) >= 2 * (len(pages) // 4)
     with Ledger.open(database_url) as after:
         engine = create_engine(database_url)
         with engine.connect() as connection:

@@ -311,24 +311,6 @@ LedgerEvent = Union[
     GenerationPruned,
 ]
 
-RECORDED_CLASSES: dict[str, type[Recorded]] = {
-    cls.model_fields["type"].default: cls
-    for cls in (
-        RunStarted,
-        RunEnded,
-        RunErrored,
-        TranscriptAppended,
-        BindingSet,
-        BindingDropped,
-        OverridesChanged,
-        GenerationOpened,
-        SessionRotated,
-        SessionDeleted,
-        InteractionRecorded,
-        GenerationPruned,
-    )
-}
-
 
 class ConversationSnapshot(BaseModel):
     """The library's snapshot shape: the aggregate's state at a version."""

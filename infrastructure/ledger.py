@@ -282,14 +282,8 @@ class Ledger:
         """Bind the current generation to an external CLI session (for resume)."""
         return self._generation_fact(
             session_key,
-            lambda key, sid, now: BindingSetFact(
-                event_id=new_id(),
-                session_key=key,
-                session_id=sid,
-                occurred_at=now,
-                writer=writer,
-                provider=provider,
-                cli_session_id=cli_session_id,
+            _about_current(
+                BindingSetFact, writer, provider=provider, cli_session_id=cli_session_id
             ),
             at,
         )
@@ -305,15 +299,7 @@ class Ledger:
     ) -> RecordResult:
         return self._generation_fact(
             session_key,
-            lambda key, sid, now: BindingDroppedFact(
-                event_id=new_id(),
-                session_key=key,
-                session_id=sid,
-                occurred_at=now,
-                writer=writer,
-                provider=provider,
-                reason=reason,
-            ),
+            _about_current(BindingDroppedFact, writer, provider=provider, reason=reason),
             at,
         )
 
@@ -725,6 +711,20 @@ def _record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
                 else _rejected(fact, None, "eventId: already used for a different event")
             )
     return [r for r in results if r is not None]
+
+
+def _about_current(
+    fact_class: type[Fact], writer: Writer, **fields: Any
+) -> Callable[[str, str, datetime], Fact]:
+    """A builder of a generation-level fact about the key's current generation."""
+    return lambda key, session_id, now: fact_class(
+        event_id=new_id(),
+        session_key=key,
+        session_id=session_id,
+        occurred_at=now,
+        writer=writer,
+        **fields,
+    )
 
 
 def _takeover(outcome: Outcome, current_session_id: str | None) -> str | None:

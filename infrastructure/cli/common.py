@@ -15,6 +15,8 @@ import sqlalchemy.exc
 import typer
 from pydantic import BaseModel
 from pydantic.alias_generators import to_camel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import make_url
 
 from domain.errors import LedgerError
@@ -126,6 +128,18 @@ def duration(text: str, option: str) -> timedelta:
     if value <= timedelta(0) or value > timedelta(days=366):
         fail(f"{option}: must be between 1s and 366d")
     return value
+
+
+def progress(console: Console, quiet: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        disable=quiet,
+        transient=False,
+    )
 
 
 def short(session_id: str | None) -> str:

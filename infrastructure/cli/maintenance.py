@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from infrastructure.cli.common import (
@@ -20,6 +19,7 @@ from infrastructure.cli.common import (
     fail,
     opened_ledger,
     print_json,
+    progress,
     reported_failures,
     short,
     when,
@@ -28,18 +28,6 @@ from infrastructure.cli.views import mismatches_table
 
 bindings_app = typer.Typer(help="CLI resume bindings: probe their transcripts, drop dead ones.")
 app.add_typer(bindings_app, name="bindings")
-
-
-def progress(console: Console, quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
 
 
 @app.command()

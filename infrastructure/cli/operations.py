@@ -13,7 +13,6 @@ from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from domain.errors import InvalidEvent
 from domain.values import MAX_BATCH_EVENTS
@@ -25,23 +24,12 @@ from infrastructure.cli.common import (
     fail,
     opened_ledger,
     print_json,
+    progress,
     reported_failures,
 )
 from infrastructure.cli.views import audit_tables, status_tables
 from infrastructure.config import ServerSettings
 from projections.audit import to_markdown
-
-
-def progress(console: Console, quiet: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-        transient=False,
-    )
 
 
 @app.command()

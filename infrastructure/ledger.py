@@ -11,20 +11,18 @@ PostgreSQL alike, and a crash at any point leaves either all of it or none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import TypeAdapter, ValidationError
+from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
 from sqlalchemy.orm import Session
 
 from domain.conversation import (
     Conversation,
-    Decision,
-    Outcome,
     Resolution,
     conversation_id,
     new_id,
@@ -32,32 +30,29 @@ from domain.conversation import (
 )
 from domain.errors import (
     InvalidEvent,
-    LimitExceeded,
     SessionDeleted,
     StoreUnavailable,
     UnknownSession,
 )
 from domain.events import (
-    INCOMING_TYPES,
     BindingDroppedFact,
     BindingSetFact,
     Fact,
-    IncomingFact,
     LedgerEvent,
-    Recorded,
-    RunStartedFact,
 )
 from domain.policies import FreshnessPolicy
-from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, SessionKey, Status, Writer
+from domain.values import Interaction, ResetReason, Status, Writer
 from infrastructure.application import LedgerApplication
+from infrastructure.batch import RecordResult, record_batch
 from infrastructure.database import Database, translate_faults
 from infrastructure.log import EventLog
 from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
 from infrastructure.schema import UpgradePolicy, ensure_schema
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
+from infrastructure.unit_of_work import UnitOfWork
+from infrastructure.validation import check_new_session_id, checked_session_key, parse_batch
 from projections.audit import AuditReport
 from projections.audit import report as audit_report
-from projections.fold import Transition
 from projections.projector import Executor, Projector
 from projections.queries import Page, Queries
 from projections.replay import Mismatch, compare, replayed_rows, stored_rows
@@ -69,23 +64,6 @@ from projections.tables import TABLES
 T = TypeVar("T")
 R = TypeVar("R")
 MAX_MINUTES = 60 * 24 * 366  # bounds for minute-valued query parameters
-
-_FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
-_KEY: TypeAdapter[str] = TypeAdapter(SessionKey)
-
-
-@dataclass(frozen=True, slots=True)
-class RecordResult:
-    """The answer for one event of a batch (SPEC §6)."""
-
-    __pydantic_config__ = CAMEL
-
-    event_id: str
-    outcome: Outcome
-    position: int | None
-    session_id: str | None
-    current_session_id: str | None
-    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +150,7 @@ class Ledger:
         A retried eventId answers as it did the first time and records nothing new.
         """
         facts = parse_batch(events)
-        return self._transact(lambda uow: _record_batch(uow, facts))
+        return self._transact(lambda uow: record_batch(uow, facts))
 
     def resolve(
         self,
@@ -184,12 +162,12 @@ class Ledger:
         session_id: str | None = None,
     ) -> ResolveResult:
         """Called on every inbound message: open the key if new, rotate it if expired."""
-        key = _session_key(session_key)
+        key = checked_session_key(session_key)
         now = at or self.clock()
         freshness = policy or self.policy
 
         def decide(uow: UnitOfWork) -> tuple[bool, Resolution]:
-            _check_new_session_id(uow, session_id)
+            check_new_session_id(uow, session_id)
             conversation = uow.conversation(key)
             created = conversation is None
             if conversation is None:
@@ -227,11 +205,11 @@ class Ledger:
         writer: Writer = "admin",
     ) -> ResetResult:
         """Hard reset (or any rotation): compare-and-swap on `expected_session_id`."""
-        key = _session_key(session_key)
+        key = checked_session_key(session_key)
         now = at or self.clock()
 
         def decide(uow: UnitOfWork) -> tuple[str, str]:
-            _check_new_session_id(uow, session_id)
+            check_new_session_id(uow, session_id)
             conversation = uow.existing(key)
             previous, new = conversation.reset(
                 reason=reason,
@@ -257,7 +235,7 @@ class Ledger:
         writer: Writer = "admin",
     ) -> str:
         """Tombstone the key; returns the sessionId that was current. CAS like reset."""
-        key = _session_key(session_key)
+        key = checked_session_key(session_key)
         now = at or self.clock()
 
         def decide(uow: UnitOfWork) -> str:
@@ -518,7 +496,7 @@ class Ledger:
 
         def work(session: Session) -> R:
             touched.clear()
-            uow = UnitOfWork(self, session, touched)
+            uow = UnitOfWork(self.app, self.projector, session, self._read_log(session), touched)
             result = decide(uow)
             uow.commit()
             return finish(uow, result)
@@ -531,7 +509,7 @@ class Ledger:
         build: Callable[[str, str, datetime], Fact],
         at: datetime | None,
     ) -> RecordResult:
-        key = _session_key(session_key)
+        key = checked_session_key(session_key)
         now = at or self.clock()
 
         def decide(uow: UnitOfWork) -> list[RecordResult]:
@@ -544,173 +522,13 @@ class Ledger:
                 detail = e.errors(include_url=False)[0]
                 field_name = ".".join(to_camel(str(part)) for part in detail["loc"]) or "event"
                 raise InvalidEvent(field_name, detail["msg"]) from None
-            return _record_batch(uow, [fact])
+            return record_batch(uow, [fact])
 
         (result,) = self._transact(decide)
         if result.outcome == "rejected":
             field_name, _, message = (result.reason or "").partition(": ")
             raise InvalidEvent(field_name or "event", message or "rejected")
         return result
-
-
-@dataclass
-class UnitOfWork:
-    """One write transaction: aggregates loaded, events decided, rows to project."""
-
-    ledger: Ledger
-    session: Session
-    touched: list[UUID]
-    conversations: dict[str, Conversation | None] = field(default_factory=dict)
-    pending: list[Recorded] = field(default_factory=list)
-    changed: dict[UUID, Conversation] = field(default_factory=dict)
-    transitions: list[Transition] = field(default_factory=list)
-    position: int = 0
-    rowset: RowSet = field(init=False)
-
-    def __post_init__(self) -> None:
-        projector = self.ledger.projector
-        # Anything logged but not yet projected (a crash, an older writer) goes first.
-        self.position = projector.position(self.session)
-        if projector.log_head(self.session) > self.position:
-            self.position = projector.catch_up(self.session, self.ledger._read_log(self.session))
-        self.rowset = projector.new_rowset(self.session)
-
-    def conversation(self, session_key: str) -> Conversation | None:
-        if session_key not in self.conversations:
-            conversation = self.ledger.app.conversation(session_key)
-            if conversation is not None:
-                self.touched.append(conversation.id)
-            self.conversations[session_key] = conversation
-        return self.conversations[session_key]
-
-    def existing(self, session_key: str) -> Conversation:
-        conversation = self.conversation(session_key)
-        if conversation is None:
-            raise UnknownSession(session_key)
-        return conversation
-
-    def add(self, conversation: Conversation) -> list[Recorded]:
-        """Take the aggregate's new events, in the order they were decided."""
-        self.conversations[conversation.session_key] = conversation
-        self.changed[conversation.id] = conversation
-        if conversation.id not in self.touched:
-            self.touched.append(conversation.id)
-        events = conversation.collect_events()
-        self.pending.extend(events)
-        return events
-
-    def commit(self) -> None:
-        """Record the pending events and project them; a second call has nothing to do."""
-        if not self.pending:
-            return
-        pending, self.pending = self.pending, []
-        recordings = self.ledger.app.save_conversations(pending, list(self.changed.values()))
-        recorded = [(r.notification.id, cast(LedgerEvent, r.domain_event)) for r in recordings]
-        self.transitions.extend(
-            self.ledger.projector.project(self.session, self.rowset, recorded, self.position)
-        )
-        self.position = recorded[-1][0]
-
-    def view(self, session_key: str) -> SessionView:
-        pointer = self.rowset.session(session_key)
-        if pointer is None:
-            raise UnknownSession(session_key)
-        generation = self.rowset.generation(pointer.session_id)
-        assert generation is not None
-        return SessionView.of(pointer, generation)
-
-
-def _record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
-    results: list[RecordResult | None] = [None] * len(facts)
-    receipts = uow.ledger.projector.receipts(uow.session, {f.event_id for f in facts})
-    first_seen: dict[str, int] = {}
-    started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this batch
-    accepted: list[tuple[int, Decision]] = []
-    uow.rowset.prefetch(run_ids=[f.run_id for f in facts if isinstance(f, RunStartedFact)])
-
-    for index, fact in enumerate(facts):
-        receipt = receipts.get(fact.event_id)
-        if receipt is not None:
-            if receipt.fingerprint == fact.fingerprint():
-                results[index] = RecordResult(
-                    fact.event_id,
-                    cast(Outcome, receipt.outcome),
-                    receipt.position,  # type: ignore[arg-type]
-                    receipt.session_id,
-                    receipt.current_session_id,
-                    f"duplicate eventId: already recorded at position {receipt.position}",
-                )
-            else:
-                results[index] = _rejected(
-                    fact, None, "eventId: already used for a different event"
-                )
-            continue
-        if fact.event_id in first_seen:
-            continue  # answered below, from the first occurrence
-        first_seen[fact.event_id] = index
-        conversation = uow.conversation(fact.session_key)
-        if conversation is None:
-            results[index] = _rejected(
-                fact, None, f"sessionKey: unknown session {fact.session_key!r}; resolve it first"
-            )
-            continue
-        if isinstance(fact, RunStartedFact):
-            known = uow.rowset.run(fact.run_id)
-            owner = known.session_key if known is not None else started_here.get(fact.run_id)
-            if owner is not None and owner != fact.session_key:
-                results[index] = _rejected(
-                    fact,
-                    conversation.current_session_id,
-                    f"runId: {fact.run_id!r} is already used by another session",
-                )
-                continue
-        decision = conversation.record(fact)
-        if uow.add(conversation):
-            accepted.append((index, decision))
-            if isinstance(fact, RunStartedFact):
-                started_here[fact.run_id] = fact.session_key
-        results[index] = RecordResult(
-            fact.event_id,
-            decision.outcome,
-            None,
-            decision.session_id,
-            decision.current_session_id,
-            decision.reason,
-        )
-
-    uow.commit()
-    # The fold, not the aggregate, fills in positions and the row each event ended on.
-    offset = len(uow.transitions) - len(accepted)
-    for (index, decision), transition in zip(accepted, uow.transitions[offset:], strict=True):
-        if transition.effect.kind != decision.outcome:
-            raise AssertionError(f"fold and aggregate disagree on {facts[index].event_id!r}")
-        receipt_row = transition.receipt
-        results[index] = RecordResult(
-            facts[index].event_id,
-            decision.outcome,
-            receipt_row.position,
-            receipt_row.session_id,
-            receipt_row.current_session_id,
-            _takeover(decision.outcome, receipt_row.current_session_id),
-        )
-    for index, fact in enumerate(facts):
-        if results[index] is None:
-            first = results[first_seen[fact.event_id]]
-            assert first is not None
-            same = facts[first_seen[fact.event_id]].fingerprint() == fact.fingerprint()
-            results[index] = (
-                RecordResult(
-                    fact.event_id,
-                    first.outcome,
-                    first.position,
-                    first.session_id,
-                    first.current_session_id,
-                    "duplicate eventId within the batch",
-                )
-                if same
-                else _rejected(fact, None, "eventId: already used for a different event")
-            )
-    return [r for r in results if r is not None]
 
 
 def _about_current(
@@ -727,88 +545,12 @@ def _about_current(
     )
 
 
-def _takeover(outcome: Outcome, current_session_id: str | None) -> str | None:
-    """SPEC §4.6: a real takeover tells the writer whether the key rotated or was deleted."""
-    if outcome != "archived":
-        return None
-    return "deleted" if current_session_id is None else "rotated"
-
-
-def _rejected(fact: Fact, current: str | None, reason: str) -> RecordResult:
-    return RecordResult(fact.event_id, "rejected", None, fact.session_id, current, reason)
-
-
-def _check_new_session_id(uow: UnitOfWork, session_id: str | None) -> None:
-    if session_id is None:
-        return
-    from domain.values import Identifier
-
-    try:
-        TypeAdapter(Identifier).validate_python(session_id)
-    except ValidationError as e:
-        raise InvalidEvent("sessionId", e.errors()[0]["msg"]) from None
-    if uow.rowset.generation(session_id) is not None:
-        raise InvalidEvent("sessionId", f"{session_id!r} is already used")
-
-
-def _session_key(value: str) -> str:
-    try:
-        return _KEY.validate_python(value)
-    except ValidationError as e:
-        raise InvalidEvent("sessionKey", e.errors()[0]["msg"]) from None
-
-
-def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
-    """Validate a batch at the edge; every problem is reported with its field path."""
-    items = list(events)
-    if len(items) > MAX_BATCH_EVENTS:
-        raise LimitExceeded("events", f"holds {len(items)} events; at most {MAX_BATCH_EVENTS}")
-    if not items:
-        raise InvalidEvent("events", "must hold at least 1 event")
-    facts: list[Fact] = []
-    problems: list[dict[str, object]] = []
-    for index, item in enumerate(items):
-        if isinstance(item, Fact):
-            if item.type not in INCOMING_TYPES:
-                problems.append(
-                    {
-                        "field": f"events[{index}].type",
-                        "message": f"{item.type!r} cannot be reported in a batch",
-                    }
-                )
-            facts.append(item)
-            continue
-        try:
-            facts.append(_FACTS.validate_python(item))
-        except ValidationError as e:
-            for detail in e.errors(include_url=False):
-                problems.append(
-                    {
-                        "field": _field_path(index, detail),
-                        "message": detail["msg"],
-                        "type": detail["type"],
-                    }
-                )
-    if problems:
-        first = problems[0]
-        too_large = any(p.get("type") == "too_large" for p in problems)
-        for problem in problems:
-            problem.pop("type", None)
-        kind = LimitExceeded if too_large else InvalidEvent
-        raise kind(str(first["field"]), str(first["message"]), problems)
-    return facts
-
-
-def _field_path(index: int, error: Any) -> str:
-    loc = list(error["loc"])
-    if error["type"] in {"union_tag_not_found", "union_tag_invalid"}:
-        loc = ["type"]
-    elif loc and isinstance(loc[0], str) and "." in loc[0]:
-        loc = loc[1:]  # the discriminator value pydantic puts first
-    path = f"events[{index}]"
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
-    return path
-
-
-__all__ = ["Ledger", "RecordResult", "ResetResult", "ResolveResult", "StoreUnavailable"]
+__all__ = [
+    "Ledger",
+    "RecordResult",
+    "ResetResult",
+    "ResolveResult",
+    "StoreUnavailable",
+    "UnitOfWork",
+    "parse_batch",
+]

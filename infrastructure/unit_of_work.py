@@ -1,0 +1,89 @@
+"""One write transaction: the aggregates it loaded, the events it decided, the rows
+they fold into. Commands (infrastructure.ledger) decide through it; `commit` records
+and projects in the same transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import cast
+from uuid import UUID
+
+from sqlalchemy.orm import Session
+
+from domain.conversation import Conversation
+from domain.errors import UnknownSession
+from domain.events import LedgerEvent, Recorded
+from infrastructure.application import LedgerApplication
+from projections.fold import Transition
+from projections.projector import LogReader, Projector
+from projections.rows import SessionView
+from projections.state import RowSet
+
+
+@dataclass
+class UnitOfWork:
+    """One write transaction: aggregates loaded, events decided, rows to project."""
+
+    app: LedgerApplication
+    projector: Projector
+    session: Session
+    read_log: LogReader
+    touched: list[UUID]
+    conversations: dict[str, Conversation | None] = field(default_factory=dict)
+    pending: list[Recorded] = field(default_factory=list)
+    changed: dict[UUID, Conversation] = field(default_factory=dict)
+    transitions: list[Transition] = field(default_factory=list)
+    position: int = 0
+    rowset: RowSet = field(init=False)
+
+    def __post_init__(self) -> None:
+        projector = self.projector
+        # Anything logged but not yet projected (a crash, an older writer) goes first.
+        self.position = projector.position(self.session)
+        if projector.log_head(self.session) > self.position:
+            self.position = projector.catch_up(self.session, self.read_log)
+        self.rowset = projector.new_rowset(self.session)
+
+    def conversation(self, session_key: str) -> Conversation | None:
+        if session_key not in self.conversations:
+            conversation = self.app.conversation(session_key)
+            if conversation is not None:
+                self.touched.append(conversation.id)
+            self.conversations[session_key] = conversation
+        return self.conversations[session_key]
+
+    def existing(self, session_key: str) -> Conversation:
+        conversation = self.conversation(session_key)
+        if conversation is None:
+            raise UnknownSession(session_key)
+        return conversation
+
+    def add(self, conversation: Conversation) -> list[Recorded]:
+        """Take the aggregate's new events, in the order they were decided."""
+        self.conversations[conversation.session_key] = conversation
+        self.changed[conversation.id] = conversation
+        if conversation.id not in self.touched:
+            self.touched.append(conversation.id)
+        events = conversation.collect_events()
+        self.pending.extend(events)
+        return events
+
+    def commit(self) -> None:
+        """Record the pending events and project them; a second call has nothing to do."""
+        if not self.pending:
+            return
+        pending, self.pending = self.pending, []
+        recordings = self.app.save_conversations(pending, list(self.changed.values()))
+        recorded = [(r.notification.id, cast(LedgerEvent, r.domain_event)) for r in recordings]
+        self.transitions.extend(
+            self.projector.project(self.session, self.rowset, recorded, self.position)
+        )
+        self.position = recorded[-1][0]
+
+    def view(self, session_key: str) -> SessionView:
+        pointer = self.rowset.session(session_key)
+        if pointer is None:
+            raise UnknownSession(session_key)
+        generation = self.rowset.generation(pointer.session_id)
+        assert generation is not None
+        return SessionView.of(pointer, generation)

@@ -1,0 +1,88 @@
+"""Input validated at the edge: every problem named by its field path, nothing recorded."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from domain.errors import InvalidEvent, LimitExceeded
+from domain.events import INCOMING_TYPES, Fact, IncomingFact
+from domain.values import MAX_BATCH_EVENTS, Identifier, SessionKey
+from infrastructure.unit_of_work import UnitOfWork
+
+_FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
+_KEY: TypeAdapter[str] = TypeAdapter(SessionKey)
+_ID: TypeAdapter[str] = TypeAdapter(Identifier)
+
+
+def check_new_session_id(uow: UnitOfWork, session_id: str | None) -> None:
+    if session_id is None:
+        return
+    try:
+        _ID.validate_python(session_id)
+    except ValidationError as e:
+        raise InvalidEvent("sessionId", e.errors()[0]["msg"]) from None
+    if uow.rowset.generation(session_id) is not None:
+        raise InvalidEvent("sessionId", f"{session_id!r} is already used")
+
+
+def checked_session_key(value: str) -> str:
+    try:
+        return _KEY.validate_python(value)
+    except ValidationError as e:
+        raise InvalidEvent("sessionKey", e.errors()[0]["msg"]) from None
+
+
+def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
+    """Validate a batch at the edge; every problem is reported with its field path."""
+    items = list(events)
+    if len(items) > MAX_BATCH_EVENTS:
+        raise LimitExceeded("events", f"holds {len(items)} events; at most {MAX_BATCH_EVENTS}")
+    if not items:
+        raise InvalidEvent("events", "must hold at least 1 event")
+    facts: list[Fact] = []
+    problems: list[dict[str, object]] = []
+    for index, item in enumerate(items):
+        if isinstance(item, Fact):
+            if item.type not in INCOMING_TYPES:
+                problems.append(
+                    {
+                        "field": f"events[{index}].type",
+                        "message": f"{item.type!r} cannot be reported in a batch",
+                    }
+                )
+            facts.append(item)
+            continue
+        try:
+            facts.append(_FACTS.validate_python(item))
+        except ValidationError as e:
+            for detail in e.errors(include_url=False):
+                problems.append(
+                    {
+                        "field": _field_path(index, detail),
+                        "message": detail["msg"],
+                        "type": detail["type"],
+                    }
+                )
+    if problems:
+        first = problems[0]
+        too_large = any(p.get("type") == "too_large" for p in problems)
+        for problem in problems:
+            problem.pop("type", None)
+        kind = LimitExceeded if too_large else InvalidEvent
+        raise kind(str(first["field"]), str(first["message"]), problems)
+    return facts
+
+
+def _field_path(index: int, error: Any) -> str:
+    loc = list(error["loc"])
+    if error["type"] in {"union_tag_not_found", "union_tag_invalid"}:
+        loc = ["type"]
+    elif loc and isinstance(loc[0], str) and "." in loc[0]:
+        loc = loc[1:]  # the discriminator value pydantic puts first
+    path = f"events[{index}]"
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path

@@ -27,6 +27,7 @@ from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from domain.errors import StoreUnavailable
+from infrastructure import jsoncodec
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS
 from projections.tables import EVENTS_TABLE
 
@@ -202,6 +203,8 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
         in_memory = database in ("", ":memory:") or "mode=memory" in url
         engine = create_engine(
             url,
+            json_serializer=jsoncodec.dumps_text,
+            json_deserializer=jsoncodec.loads,
             connect_args={"timeout": busy_timeout, "check_same_thread": False},
             # A file's pool queues for connections; an in-memory one has a single one.
             **({} if in_memory else {"pool_timeout": busy_timeout}),
@@ -210,7 +213,13 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
         return engine
     # pool_timeout: waiting for a free connection is waiting for other writers too.
     return create_engine(
-        url, pool_pre_ping=True, pool_size=10, max_overflow=20, pool_timeout=busy_timeout
+        url,
+        json_serializer=jsoncodec.dumps_text,
+        json_deserializer=jsoncodec.loads,
+        pool_pre_ping=True,
+        pool_size=10,
+        max_overflow=20,
+        pool_timeout=busy_timeout,
     )
 
 

@@ -12,21 +12,22 @@ from functools import cache
 from typing import Any, cast
 from uuid import UUID
 
-import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder, Transcoding
 from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel
+
+from infrastructure import jsoncodec
 
 ORIGINATOR_FIELDS = {"originator_id", "originator_version"}
 
 
 class OrjsonTranscoder(Transcoder):
     def encode(self, obj: Any) -> bytes:
-        return orjson.dumps(obj)
+        return jsoncodec.dumps(obj)
 
     def decode(self, data: bytes) -> Any:
-        return orjson.loads(data)
+        return jsoncodec.loads(data)
 
     def register(self, transcoding: Transcoding) -> None:
         raise NotImplementedError("pydantic models describe their own encoding")

@@ -115,8 +115,9 @@ class Queries:
         for session_id in session_ids:
             rows = connection.execute(
                 select(e).where(e.c.session_id == session_id).order_by(e.c.seq)
-            )
-            entries.extend(EntryRow(**r._mapping) for r in rows)
+            ).all()
+            # Columns are declared in the row's field order (tables.py), so build by position.
+            entries.extend(EntryRow(*row) for row in rows)
         return entries
 
     def lineage(self, connection: Connection, session_id: str) -> list[str]:

@@ -296,3 +296,13 @@ def test_commands_name_bad_fields_instead_of_failing(ledger: Ledger) -> None:
     with pytest.raises(InvalidEvent) as raised:
         ledger.status_report(stuck_after_minutes=10**12)
     assert raised.value.field == "stuckAfterMinutes"
+
+
+def test_huge_integers_in_entry_content_survive_the_log_and_the_rows(ledger: Ledger) -> None:
+    sid = open_key(ledger)
+    content = {"big": 2**70, "negative": -(2**65), "small": 7, "digits": "1" * 30}
+    ledger.record([entry(sid, "m1", content=content)])
+    (stored,) = ledger.transcript(KEY)
+    assert stored.content == content
+    assert isinstance(stored.content["big"], int)
+    assert_replay_equals_live(ledger)

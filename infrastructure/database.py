@@ -9,7 +9,6 @@ instead of conflicting. Faults surface as `StoreUnavailable`, never half-written
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import random
@@ -51,23 +50,17 @@ class Database:
         self.sessions = scoped_session(
             sessionmaker(bind=self.write_engine, autoflush=False, expire_on_commit=False)
         )
-        # SQLite's busy handler backs off up to 100 ms between polls, so a busy process can
-        # starve another's writer for seconds. This process's writers queue on a lock, and
-        # processes take turns on a lock file polled at a finer grain before BEGIN IMMEDIATE.
+        # SQLite's busy handler polls with back-off; this process's writers queue on a lock
+        # instead. (Across processes SQLite's busy handler still decides; see docs.)
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
-        path = _sqlite_path(url)
-        self._file_lock = WriterFileLock(path + ".writer-lock") if path else None
 
     @contextmanager
     def writing(self) -> Iterator[Session]:
         """One write transaction, holding the database's writer lock from its start."""
-        deadline = time.monotonic() + self.busy_timeout
         lock = self._process_write_lock
         if lock is not None and not lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable("timed out waiting for this process's other writers")
         try:
-            if self._file_lock is not None:
-                self._file_lock.acquire(deadline)
             session = self.sessions()
             try:
                 with session.begin():
@@ -79,8 +72,6 @@ class Database:
                     yield session
             finally:
                 self.sessions.remove()
-                if self._file_lock is not None:
-                    self._file_lock.release()
         finally:
             if lock is not None:
                 lock.release()
@@ -118,45 +109,6 @@ class Database:
     def close(self) -> None:
         self.sessions.remove()
         self.engine.dispose()
-        if self._file_lock is not None:
-            self._file_lock.close()
-
-
-class WriterFileLock:
-    """An exclusive flock on a file beside the database, polled with a short back-off
-    (SQLite's own busy handler sleeps up to 100 ms between tries)."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._fd: int | None = None
-
-    def acquire(self, deadline: float) -> None:
-        try:
-            if self._fd is None:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise StoreUnavailable(f"cannot open the writer lock {self.path}: {e}") from e
-        pause = 0.0002
-        while True:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise StoreUnavailable(
-                        "database locked: timed out waiting for the writer lock"
-                    ) from None
-                time.sleep(pause)
-                pause = min(pause * 2, 0.002)
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-
-    def close(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
 
 
 class _Retry(Exception):
@@ -270,15 +222,6 @@ def _use_wal(cursor: Any, busy_timeout: float) -> None:
                 raise
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
-
-
-def _sqlite_path(url: str) -> str | None:
-    if not url.startswith("sqlite"):
-        return None
-    database = make_url(url).database or ""
-    if database in ("", ":memory:") or "mode=memory" in url:
-        return None
-    return os.path.abspath(database)
 
 
 def _file_identity(path: str) -> tuple[int, int] | None:

@@ -65,16 +65,33 @@ class UsageLine:
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
 
-    def plus(self, status: str, runs: int, tokens: tuple[int, int, int, int]) -> UsageLine:
-        counts = {s: getattr(self, s) + (runs if s == status else 0) for s in TERMINAL}
+
+class _Tally:
+    """A UsageLine being summed (mutable: one object per group, not one per row)."""
+
+    __slots__ = ("runs", "statuses", "tokens")
+
+    def __init__(self) -> None:
+        self.runs = 0
+        self.statuses = dict.fromkeys(TERMINAL, 0)
+        self.tokens = [0, 0, 0, 0]
+
+    def add(self, status: str, runs: int, tokens: tuple[int, int, int, int]) -> None:
+        self.runs += runs
+        if status in self.statuses:
+            self.statuses[status] += runs
+        for index, amount in enumerate(tokens):
+            self.tokens[index] += amount
+
+    def line(self, name: str | None) -> UsageLine:
         return UsageLine(
-            self.name,
-            self.runs + runs,
-            **counts,
-            input_tokens=self.input_tokens + tokens[0],
-            output_tokens=self.output_tokens + tokens[1],
-            cache_read_tokens=self.cache_read_tokens + tokens[2],
-            cache_write_tokens=self.cache_write_tokens + tokens[3],
+            name,
+            self.runs,
+            **self.statuses,
+            input_tokens=self.tokens[0],
+            output_tokens=self.tokens[1],
+            cache_read_tokens=self.tokens[2],
+            cache_write_tokens=self.tokens[3],
         )
 
 
@@ -164,17 +181,17 @@ def status_report(
     since = now - window
     by_status = {
         status: count
+        # A key's current generation is the one its session row points to; counting
+        # generations by state needs no join with the 100,000 pointers.
         for status, count in connection.execute(
-            select(g.c.status, func.count())
-            .select_from(s.join(g, g.c.session_id == s.c.session_id))
-            .group_by(g.c.status)
+            select(g.c.status, func.count()).where(g.c.state == "current").group_by(g.c.status)
         )
     }
 
     active: list[ActiveRun] = []
     for row in connection.execute(
-        select(r, s.c.session_id.label("current_id"))
-        .select_from(r.outerjoin(s, s.c.session_id == r.c.session_id))
+        select(r, g.c.state.label("generation_state"))
+        .select_from(r.join(g, g.c.session_id == r.c.session_id))
         .where(r.c.status == "running")
         .order_by(r.c.started_at, r.c.run_id)
     ):
@@ -190,7 +207,7 @@ def status_report(
                 provider=row.provider,
                 started_at=row.started_at,
                 age_ms=age // timedelta(milliseconds=1),
-                current=row.current_id is not None,
+                current=row.generation_state == "current",
                 stuck=age > stuck_after,
             )
         )
@@ -211,26 +228,33 @@ def status_report(
         .where(in_window)
         .group_by(r.c.session_key, r.c.model, r.c.provider, r.c.status)
     ).all()
-    total = UsageLine(None)
-    dimensions: dict[str, dict[str | None, UsageLine]] = {
+    tally = _Tally()
+    tallies: dict[str, dict[str | None, _Tally]] = {
         "model": {},
         "provider": {},
         "agent": {},
         "channel": {},
     }
-    shapes: dict[str, KeyShape] = {}
     for key, model, provider, status, runs, *sums in grouped:
         tokens = (int(sums[0]), int(sums[1]), int(sums[2]), int(sums[3]))
-        shape = shapes.get(key) or shapes.setdefault(key, KeyShape.parse(key))
-        total = total.plus(status, runs, tokens)
+        shape = KeyShape.parse(key)  # grouped by key: each key comes once per combination
+        tally.add(status, runs, tokens)
         for name, value in (
             ("model", model),
             ("provider", provider),
             ("agent", shape.agent),
             ("channel", shape.channel),
         ):
-            lines = dimensions[name]
-            lines[value] = lines.get(value, UsageLine(value)).plus(status, runs, tokens)
+            lines = tallies[name]
+            line = lines.get(value)
+            if line is None:
+                line = lines[value] = _Tally()
+            line.add(status, runs, tokens)
+    total = tally.line(None)
+    dimensions = {
+        name: {value: t.line(value) for value, t in lines.items()}
+        for name, lines in tallies.items()
+    }
 
     failures = [
         FailedRun(

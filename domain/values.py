@@ -22,7 +22,6 @@ MAX_BATCH_EVENTS = 1000
 Writer = Literal["runner", "heartbeat", "cron", "ingress", "admin", "system"]
 Trigger = Literal["user", "heartbeat", "cron", "system", "subagent"]
 RunOutcome = Literal["done", "killed", "timeout", "interrupted"]
-TerminalStatus = Literal["done", "failed", "killed", "timeout", "interrupted"]
 Status = Literal["new", "running", "done", "failed", "killed", "timeout", "interrupted"]
 Role = Literal["user", "assistant", "toolResult", "bashExecution", "system", "custom"]
 ResetReason = Literal["new", "reset", "daily", "idle", "admin"]

@@ -1,4 +1,9 @@
-"""Read-side queries over the read-model tables. Never replays the log."""
+"""Read-side queries over the read-model tables. Never replays the log.
+
+The statements are built once and run on the DBAPI cursor (projections/raw.py): on a
+1,000-entry transcript SQLAlchemy's result processing cost five times the select.
+Rows are built by position: the tables declare their columns in the rows' field order.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, or_, select
+from sqlalchemy import Connection, bindparam, or_, select
 
 from domain.values import Status
+from projections.raw import RawSelect
 from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView
 from projections.tables import ReadModelTables
 
@@ -24,15 +30,33 @@ class Page:
 class Queries:
     def __init__(self, tables: ReadModelTables) -> None:
         self.t = tables
+        s, g, r, e = tables.sessions, tables.generations, tables.runs, tables.entries
+        self._sessions_width = len(s.columns)
+        joined = select(s, g).join(g, g.c.session_id == s.c.session_id)
+        self._session = RawSelect(joined.where(s.c.session_key == bindparam("key")))
+        self._deleted = RawSelect(
+            select(g)
+            .where(g.c.session_key == bindparam("key"), g.c.state == "deleted")
+            .order_by(g.c.opened_position.desc())
+            .limit(1)
+        )
+        self._generation = RawSelect(select(g).where(g.c.session_id == bindparam("id")))
+        self._generations_of = RawSelect(
+            select(g).where(g.c.session_key == bindparam("key")).order_by(g.c.opened_position)
+        )
+        self._run = RawSelect(select(r).where(r.c.run_id == bindparam("id")))
+        self._runs_of = RawSelect(
+            select(r).where(r.c.session_id == bindparam("id")).order_by(r.c.started_position)
+        )
+        self._entries = RawSelect(
+            select(e).where(e.c.session_id == bindparam("id")).order_by(e.c.seq)
+        )
+        # sessions(): one statement per combination of filters, built when first used.
+        self._pages: dict[tuple[bool, ...], RawSelect] = {}
 
     def session(self, connection: Connection, session_key: str) -> SessionView | None:
-        s, g = self.t.sessions, self.t.generations
-        row = connection.execute(
-            select(s, g)
-            .join(g, g.c.session_id == s.c.session_id)
-            .where(s.c.session_key == session_key)
-        ).first()
-        return self._view(row) if row is not None else None
+        views = self._session.rows(connection, self._view, key=session_key)
+        return views[0] if views else None
 
     def deleted_generation_of(
         self, connection: Connection, session_key: str
@@ -42,14 +66,8 @@ class Queries:
         Ordered by when it was opened, not by when it was last touched: late events
         keep landing on older generations after a delete.
         """
-        g = self.t.generations
-        row = connection.execute(
-            select(g)
-            .where(g.c.session_key == session_key, g.c.state == "deleted")
-            .order_by(g.c.opened_position.desc())
-            .limit(1)
-        ).first()
-        return GenerationRow(**row._mapping) if row is not None else None
+        rows = self._deleted.rows(connection, GenerationRow, key=session_key)
+        return rows[0] if rows else None
 
     def sessions(
         self,
@@ -63,61 +81,63 @@ class Queries:
         cursor: str | None = None,
     ) -> Page:
         """Sessions ordered by key; `cursor` is the last key of the previous page."""
-        s, g = self.t.sessions, self.t.generations
-        query = select(s, g).join(g, g.c.session_id == s.c.session_id)
-        if status is not None:
-            query = query.where(g.c.status == status)
-        if agent is not None:
-            query = query.where(s.c.agent == agent)
-        if channel is not None:
-            query = query.where(s.c.channel == channel)
-        if active_since is not None:
-            # By the interaction clock (SPEC §4.11): heartbeats do not make a session active.
-            query = query.where(
-                or_(g.c.last_interaction_at >= active_since, g.c.status == "running")
-            )
-        if cursor is not None:
-            query = query.where(s.c.session_key > cursor)
+        params: dict[str, Any] = {
+            "status": status,
+            "agent": agent,
+            "channel": channel,
+            "active_since": active_since,
+            "cursor": cursor,
+        }
+        shape = tuple(value is not None for value in params.values())
+        query = self._pages.get(shape)
+        if query is None:
+            query = self._pages[shape] = self._page(*shape)
         limit = max(1, min(limit, MAX_PAGE))
-        rows = connection.execute(query.order_by(s.c.session_key).limit(limit + 1)).all()
-        items = [self._view(r) for r in rows[:limit]]
-        next_cursor = items[-1].session_key if len(rows) > limit else None
+        given = {name: value for name, value in params.items() if value is not None}
+        views = query.rows(connection, self._view, limit=limit + 1, **given)
+        items = views[:limit]
+        next_cursor = items[-1].session_key if len(views) > limit else None
         return Page(items, next_cursor)
 
+    def _page(
+        self, status: bool, agent: bool, channel: bool, active_since: bool, cursor: bool
+    ) -> RawSelect:
+        s, g = self.t.sessions, self.t.generations
+        query = select(s, g).join(g, g.c.session_id == s.c.session_id)
+        if status:
+            query = query.where(g.c.status == bindparam("status"))
+        if agent:
+            query = query.where(s.c.agent == bindparam("agent"))
+        if channel:
+            query = query.where(s.c.channel == bindparam("channel"))
+        if active_since:
+            # By the interaction clock (SPEC §4.11): heartbeats do not make a session active.
+            query = query.where(
+                or_(g.c.last_interaction_at >= bindparam("active_since"), g.c.status == "running")
+            )
+        if cursor:
+            query = query.where(s.c.session_key > bindparam("cursor"))
+        return RawSelect(query.order_by(s.c.session_key).limit(bindparam("limit")))
+
     def generation(self, connection: Connection, session_id: str) -> GenerationRow | None:
-        g = self.t.generations
-        row = connection.execute(select(g).where(g.c.session_id == session_id)).first()
-        return GenerationRow(**row._mapping) if row is not None else None
+        rows = self._generation.rows(connection, GenerationRow, id=session_id)
+        return rows[0] if rows else None
 
     def generations_of(self, connection: Connection, session_key: str) -> list[GenerationRow]:
-        g = self.t.generations
-        rows = connection.execute(
-            select(g).where(g.c.session_key == session_key).order_by(g.c.opened_position)
-        )
-        return [GenerationRow(**r._mapping) for r in rows]
+        return self._generations_of.rows(connection, GenerationRow, key=session_key)
 
     def run(self, connection: Connection, run_id: str) -> RunRow | None:
-        r = self.t.runs
-        row = connection.execute(select(r).where(r.c.run_id == run_id)).first()
-        return RunRow(**row._mapping) if row is not None else None
+        rows = self._run.rows(connection, RunRow, id=run_id)
+        return rows[0] if rows else None
 
     def runs_of(self, connection: Connection, session_id: str) -> list[RunRow]:
-        r = self.t.runs
-        rows = connection.execute(
-            select(r).where(r.c.session_id == session_id).order_by(r.c.started_position)
-        )
-        return [RunRow(**x._mapping) for x in rows]
+        return self._runs_of.rows(connection, RunRow, id=session_id)
 
     def transcript(self, connection: Connection, session_ids: list[str]) -> list[EntryRow]:
         """Entries of the given generations, generation by generation, each in log order."""
-        e = self.t.entries
         entries: list[EntryRow] = []
         for session_id in session_ids:
-            rows = connection.execute(
-                select(e).where(e.c.session_id == session_id).order_by(e.c.seq)
-            ).all()
-            # Columns are declared in the row's field order (tables.py), so build by position.
-            entries.extend(EntryRow(*row) for row in rows)
+            entries.extend(self._entries.rows(connection, EntryRow, id=session_id))
         return entries
 
     def lineage(self, connection: Connection, session_id: str) -> list[str]:
@@ -132,9 +152,7 @@ class Queries:
             cursor = generation.previous_session_id
         return list(reversed(chain))
 
-    def _view(self, row: Row[Any]) -> SessionView:
-        # The join repeats column names (session_id, …): address columns, not names.
-        mapping = row._mapping
-        session = SessionRow(**{c.name: mapping[c] for c in self.t.sessions.columns})
-        generation = GenerationRow(**{c.name: mapping[c] for c in self.t.generations.columns})
-        return SessionView.of(session, generation)
+    def _view(self, *row: Any) -> SessionView:
+        # The join's columns: the pointer's, then its generation's.
+        width = self._sessions_width
+        return SessionView.of(SessionRow(*row[:width]), GenerationRow(*row[width:]))

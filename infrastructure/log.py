@@ -1,56 +1,66 @@
-"""Reads the event log (the library's events table) in position order, as domain events."""
+"""Reads the event log (the library's events table) in position order, as domain events.
+
+On the DBAPI cursor (projections/raw.py) and decoded by the mapper straight from the
+stored bytes: reading the log was a fifth of a rebuild and a third of an audit.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Mapper, StoredEvent
-from sqlalchemy import Table, select
+from eventsourcing.persistence import Mapper
+from sqlalchemy import Table, bindparam, select
 
 from domain.events import LedgerEvent
-from projections.projector import Executor
+from infrastructure.mapper import PydanticMapper
+from projections.projector import Executor, core
+from projections.raw import RawSelect
+
+
+def _originator(value: Any) -> UUID | str:
+    """The originator id as the mapper takes it: SQLite stores its 16 bytes, which the
+    mapper reads as hex without building a UUID; PostgreSQL returns a UUID."""
+    return value.hex() if isinstance(value, bytes) else value
 
 
 class EventLog:
     """Over the library's own events table (its record class's Table), not a copy of it."""
 
-    def __init__(self, mapper: Mapper, events: Table) -> None:  # type: ignore[type-arg]
+    def __init__(self, mapper: Mapper[UUID], events: Table) -> None:  # type: ignore[type-arg]
+        assert isinstance(mapper, PydanticMapper), mapper
         self.mapper = mapper
         self.events = events
+        c = events.c
+        columns = (c.id, c.originator_id, c.originator_version, c.topic, c.state)
+        # originator_id: the library's UUID type, not a read-model type.
+        self._page = RawSelect(
+            select(*columns)
+            .where(c.id > bindparam("after"))
+            .order_by(c.id)
+            .limit(bindparam("limit")),
+            decoders={1: _originator},
+        )
+        self._aggregate = RawSelect(
+            select(*columns)
+            .where(c.originator_id == bindparam("originator_id"))
+            .order_by(c.originator_version),
+            decoders={1: _originator},
+        )
 
     def read(self, executor: Executor, after: int, limit: int) -> list[tuple[int, LedgerEvent]]:
-        rows = executor.execute(
-            select(self.events)
-            .where(self.events.c.id > after)
-            .order_by(self.events.c.id)
-            .limit(limit)
-        )
-        return self._decode(rows)
+        return self._page.rows(core(executor), self._decode, after=after, limit=limit)
 
     def read_aggregate(
         self, executor: Executor, originator_id: UUID
     ) -> list[tuple[int, LedgerEvent]]:
         """One aggregate's (one sessionKey's) events, in log order."""
-        rows = executor.execute(
-            select(self.events)
-            .where(self.events.c.originator_id == originator_id)
-            .order_by(self.events.c.originator_version)
-        )
-        return self._decode(rows)
+        return self._aggregate.rows(core(executor), self._decode, originator_id=originator_id)
 
-    def _decode(self, rows: Any) -> list[tuple[int, LedgerEvent]]:
-        return [
-            (
-                row.id,
-                self.mapper.to_domain_event(  # type: ignore[misc]
-                    StoredEvent(
-                        originator_id=row.originator_id,
-                        originator_version=row.originator_version,
-                        topic=row.topic,
-                        state=bytes(row.state),
-                    )
-                ),
-            )
-            for row in rows
-        ]
+    def _decode(
+        self, position: int, originator_id: UUID | str, version: int, topic: str, state: bytes
+    ) -> tuple[int, LedgerEvent]:
+        event: LedgerEvent = self.mapper.decode(  # type: ignore[assignment]
+            topic, originator_id, version, state
+        )
+        return position, event

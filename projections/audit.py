@@ -22,7 +22,7 @@ from typing import Any, Literal
 from domain.events import LedgerEvent, RunEnded, RunErrored, TranscriptAppended
 from domain.values import canonical_json
 from projections.fold import EffectKind, utc
-from projections.rows import CAMEL, GenerationRow, RunRow, SessionView
+from projections.rows import CAMEL, GenerationRow, RunRow, SessionRow, SessionView
 from projections.state import RowSet
 
 # |recordedAt - occurredAt| beyond this is reported as clock skew (or a delivery delay).
@@ -149,6 +149,32 @@ def current_view(rows: RowSet, session_key: str) -> SessionView | None:
     return SessionView.of(pointer, generation)
 
 
+class _Views:
+    """current_view, built again only when the pointer or its generation row changed.
+
+    Rows are immutable and the fold replaces the ones it changes, so the same two
+    objects mean the same view: one event's `after` is the next one's `before`, and an
+    event on an archived generation leaves the view as it was (building a view was a
+    fifth of an audit)."""
+
+    def __init__(self, rows: RowSet) -> None:
+        self.rows = rows
+        self._built: tuple[SessionRow, GenerationRow, SessionView] | None = None
+
+    def current(self, session_key: str) -> SessionView | None:
+        pointer = self.rows.session(session_key)
+        if pointer is None:
+            return None
+        generation = self.rows.generation(pointer.session_id)
+        assert generation is not None
+        built = self._built
+        if built is not None and built[0] is pointer and built[1] is generation:
+            return built[2]
+        view = SessionView.of(pointer, generation)
+        self._built = (pointer, generation, view)
+        return view
+
+
 def bounded(
     log: Iterable[tuple[int, LedgerEvent]],
     *,
@@ -172,12 +198,13 @@ def audit(
 ) -> tuple[list[AuditEntry], RowSet, list[Anomaly]]:
     """Replay one key's events (in log order): what each did, the rows, the anomalies."""
     rows = RowSet()
+    views = _Views(rows)
     entries: list[AuditEntry] = []
     anomalies: list[Anomaly] = []
     skew: dict[str, list[tuple[int, timedelta]]] = defaultdict(list)
     seen_entries: dict[tuple[str, str, str, bytes], tuple[str, datetime]] = {}
     for position, event in log:
-        before = current_view(rows, event.session_key)
+        before = views.current(event.session_key)
         generation_before = rows.generation(event.session_id)
         run_before = rows.run(event.run_id) if event.run_id is not None else None
         transition = rows.apply(event, position)
@@ -246,7 +273,7 @@ def audit(
                 outcome=transition.effect.kind,
                 did=did,
                 before=before,
-                after=current_view(rows, event.session_key),
+                after=views.current(event.session_key),
                 generation_before=generation_before,
                 generation_after=rows.generation(event.session_id),
                 run_after=rows.run(event.run_id) if event.run_id is not None else None,

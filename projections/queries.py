@@ -14,11 +14,16 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, or_, select
 
 from domain.values import Status
-from projections.raw import RawSelect
+from projections.raw import RawSelect, positional
 from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView
 from projections.tables import ReadModelTables
 
 MAX_PAGE = 1000
+
+_ENTRY = positional(EntryRow)
+_GENERATION = positional(GenerationRow)
+_RUN = positional(RunRow)
+_SESSION = positional(SessionRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,7 +71,7 @@ class Queries:
         Ordered by when it was opened, not by when it was last touched: late events
         keep landing on older generations after a delete.
         """
-        rows = self._deleted.rows(connection, GenerationRow, key=session_key)
+        rows = self._deleted.rows(connection, _GENERATION, key=session_key)
         return rows[0] if rows else None
 
     def sessions(
@@ -120,24 +125,24 @@ class Queries:
         return RawSelect(query.order_by(s.c.session_key).limit(bindparam("limit")))
 
     def generation(self, connection: Connection, session_id: str) -> GenerationRow | None:
-        rows = self._generation.rows(connection, GenerationRow, id=session_id)
+        rows = self._generation.rows(connection, _GENERATION, id=session_id)
         return rows[0] if rows else None
 
     def generations_of(self, connection: Connection, session_key: str) -> list[GenerationRow]:
-        return self._generations_of.rows(connection, GenerationRow, key=session_key)
+        return self._generations_of.rows(connection, _GENERATION, key=session_key)
 
     def run(self, connection: Connection, run_id: str) -> RunRow | None:
-        rows = self._run.rows(connection, RunRow, id=run_id)
+        rows = self._run.rows(connection, _RUN, id=run_id)
         return rows[0] if rows else None
 
     def runs_of(self, connection: Connection, session_id: str) -> list[RunRow]:
-        return self._runs_of.rows(connection, RunRow, id=session_id)
+        return self._runs_of.rows(connection, _RUN, id=session_id)
 
     def transcript(self, connection: Connection, session_ids: list[str]) -> list[EntryRow]:
         """Entries of the given generations, generation by generation, each in log order."""
         entries: list[EntryRow] = []
         for session_id in session_ids:
-            entries.extend(self._entries.rows(connection, EntryRow, id=session_id))
+            entries.extend(self._entries.rows(connection, _ENTRY, id=session_id))
         return entries
 
     def lineage(self, connection: Connection, session_id: str) -> list[str]:
@@ -155,4 +160,4 @@ class Queries:
     def _view(self, *row: Any) -> SessionView:
         # The join's columns: the pointer's, then its generation's.
         width = self._sessions_width
-        return SessionView.of(SessionRow(*row[:width]), GenerationRow(*row[width:]))
+        return SessionView.of(_SESSION(*row[:width]), _GENERATION(*row[width:]))

@@ -1,0 +1,43 @@
+"""projections/raw.py's pieces that need no database."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from datetime import UTC, datetime
+
+import pytest
+
+from projections.raw import positional
+from projections.rows import EntryRow, GenerationRow
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+def test_positional_builds_what_init_builds() -> None:
+    values = ("s1", 3, "m3", None, "user", {"a": [1]}, NOW, "runner", "r1", "k", "p", "h", 9, NOW)
+    built = positional(EntryRow)(*values)
+    assert built == EntryRow(*values)
+    assert [getattr(built, f.name) for f in fields(EntryRow)] == list(values)
+    assert type(built) is EntryRow
+    with pytest.raises(TypeError):
+        positional(EntryRow)(*values[:-1])
+    # Every field, defaults included, is given: the builder has no defaults.
+    names = [f.name for f in fields(GenerationRow)]
+    assert len(names) == positional(GenerationRow).__code__.co_argcount
+
+
+def test_positional_refuses_classes_whose_init_does_more() -> None:
+    @dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    @dataclass(frozen=True, slots=True)
+    class PostInit:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (NoSlots, PostInit, int):
+        with pytest.raises(TypeError):
+            positional(cls)

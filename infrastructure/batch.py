@@ -10,7 +10,7 @@ from typing import cast
 from domain.conversation import Decision, Outcome
 from domain.events import Fact, RunStartedFact
 from infrastructure.unit_of_work import UnitOfWork
-from projections.rows import CAMEL
+from projections.rows import CAMEL, ReceiptRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,96 +33,131 @@ def record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
     A retried eventId answers as it did the first time; a repeat within the batch
     answers like its first occurrence; positions come from the fold, not the aggregate.
     """
-    results: list[RecordResult | None] = [None] * len(facts)
-    receipts = uow.projector.receipts(uow.session, {f.event_id for f in facts})
-    first_seen: dict[str, int] = {}
-    started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this batch
-    accepted: list[tuple[int, Decision]] = []
-    uow.rowset.prefetch(run_ids=[f.run_id for f in facts if isinstance(f, RunStartedFact)])
+    return record_batches(uow, [facts])[0]
 
-    for index, fact in enumerate(facts):
-        receipt = receipts.get(fact.event_id)
-        if receipt is not None:
-            if receipt.fingerprint == fact.fingerprint():
-                results[index] = RecordResult(
-                    fact.event_id,
-                    cast(Outcome, receipt.outcome),
-                    receipt.position,  # type: ignore[arg-type]
-                    receipt.session_id,
-                    receipt.current_session_id,
-                    f"duplicate eventId: already recorded at position {receipt.position}",
-                )
-            else:
-                results[index] = _rejected(
-                    fact, None, "eventId: already used for a different event"
-                )
-            continue
-        if fact.event_id in first_seen:
-            continue  # answered below, from the first occurrence
-        first_seen[fact.event_id] = index
-        conversation = uow.conversation(fact.session_key)
-        if conversation is None:
-            results[index] = _rejected(
-                fact, None, f"sessionKey: unknown session {fact.session_key!r}; resolve it first"
-            )
-            continue
-        if isinstance(fact, RunStartedFact):
-            known = uow.rowset.run(fact.run_id)
-            owner = known.session_key if known is not None else started_here.get(fact.run_id)
-            if owner is not None and owner != fact.session_key:
-                results[index] = _rejected(
-                    fact,
-                    conversation.current_session_id,
-                    f"runId: {fact.run_id!r} is already used by another session",
-                )
+
+def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[list[RecordResult]]:
+    """Record several callers' batches in one unit of work (group commit): each batch is
+    answered exactly as `record_batch` would answer it had the batches been recorded one
+    after the other, in this order, each in its own transaction.
+
+    One decision pass over all the facts, one write of events and rows: the per-batch
+    difference is only in how repeats are answered. An eventId that an earlier batch of
+    the group recorded answers like any retry, from that event's receipt; a repeat
+    within one batch answers like its first occurrence in that batch.
+    """
+    results: list[list[RecordResult | None]] = [[None] * len(facts) for facts in batches]
+    receipts = uow.projector.receipts(uow.session, {f.event_id for b in batches for f in b})
+    started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this group
+    accepted: list[tuple[int, int, Decision]] = []  # (batch, index, decision)
+    recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it
+    retried: list[tuple[int, int]] = []  # (batch, index) of eventIds an earlier batch recorded
+    uow.rowset.prefetch(
+        run_ids=[f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
+    )
+    first_seen: list[dict[str, int]] = []
+
+    for number, facts in enumerate(batches):
+        seen: dict[str, int] = {}
+        first_seen.append(seen)
+        answers = results[number]
+        for index, fact in enumerate(facts):
+            receipt = receipts.get(fact.event_id)
+            if receipt is not None:
+                answers[index] = _from_receipt(fact, receipt)
                 continue
-        decision = conversation.record(fact)
-        if uow.add(conversation):
-            accepted.append((index, decision))
+            if recorded_here.get(fact.event_id, number) != number:
+                retried.append((number, index))  # answered below, from its receipt
+                continue
+            if fact.event_id in seen:
+                continue  # answered below, from the first occurrence
+            seen[fact.event_id] = index
+            conversation = uow.conversation(fact.session_key)
+            if conversation is None:
+                unknown = f"sessionKey: unknown session {fact.session_key!r}; resolve it first"
+                answers[index] = _rejected(fact, None, unknown)
+                continue
             if isinstance(fact, RunStartedFact):
-                started_here[fact.run_id] = fact.session_key
-        results[index] = RecordResult(
-            fact.event_id,
-            decision.outcome,
-            None,
-            decision.session_id,
-            decision.current_session_id,
-            decision.reason,
-        )
+                known = uow.rowset.run(fact.run_id)
+                owner = known.session_key if known is not None else started_here.get(fact.run_id)
+                if owner is not None and owner != fact.session_key:
+                    answers[index] = _rejected(
+                        fact,
+                        conversation.current_session_id,
+                        f"runId: {fact.run_id!r} is already used by another session",
+                    )
+                    continue
+            decision = conversation.record(fact)
+            if uow.add(conversation):
+                accepted.append((number, index, decision))
+                recorded_here[fact.event_id] = number
+                if isinstance(fact, RunStartedFact):
+                    started_here[fact.run_id] = fact.session_key
+            answers[index] = RecordResult(
+                fact.event_id,
+                decision.outcome,
+                None,
+                decision.session_id,
+                decision.current_session_id,
+                decision.reason,
+            )
 
     uow.commit()
     # The fold, not the aggregate, fills in positions and the row each event ended on.
     offset = len(uow.transitions) - len(accepted)
-    for (index, decision), transition in zip(accepted, uow.transitions[offset:], strict=True):
+    written: dict[str, ReceiptRow] = {}
+    for (number, index, decision), transition in zip(
+        accepted, uow.transitions[offset:], strict=True
+    ):
+        fact = batches[number][index]
         if transition.effect.kind != decision.outcome:
-            raise AssertionError(f"fold and aggregate disagree on {facts[index].event_id!r}")
+            raise AssertionError(f"fold and aggregate disagree on {fact.event_id!r}")
         receipt_row = transition.receipt
-        results[index] = RecordResult(
-            facts[index].event_id,
+        written[fact.event_id] = receipt_row
+        results[number][index] = RecordResult(
+            fact.event_id,
             decision.outcome,
             receipt_row.position,
             receipt_row.session_id,
             receipt_row.current_session_id,
             _takeover(decision.outcome, receipt_row.current_session_id),
         )
-    for index, fact in enumerate(facts):
-        if results[index] is None:
-            first = results[first_seen[fact.event_id]]
-            assert first is not None
-            same = facts[first_seen[fact.event_id]].fingerprint() == fact.fingerprint()
-            results[index] = (
-                RecordResult(
-                    fact.event_id,
-                    first.outcome,
-                    first.position,
-                    first.session_id,
-                    first.current_session_id,
-                    "duplicate eventId within the batch",
+    for number, index in retried:
+        fact = batches[number][index]
+        results[number][index] = _from_receipt(fact, written[fact.event_id])
+    for facts, answers, seen in zip(batches, results, first_seen, strict=True):
+        for index, fact in enumerate(facts):
+            if answers[index] is None:
+                first = answers[seen[fact.event_id]]
+                assert first is not None
+                same = facts[seen[fact.event_id]].fingerprint() == fact.fingerprint()
+                answers[index] = (
+                    RecordResult(
+                        fact.event_id,
+                        first.outcome,
+                        first.position,
+                        first.session_id,
+                        first.current_session_id,
+                        "duplicate eventId within the batch",
+                    )
+                    if same
+                    else _rejected(fact, None, "eventId: already used for a different event")
                 )
-                if same
-                else _rejected(fact, None, "eventId: already used for a different event")
-            )
-    return [r for r in results if r is not None]
+    return [[r for r in answers if r is not None] for answers in results]
+
+
+def _from_receipt(fact: Fact, receipt: ReceiptRow) -> RecordResult:
+    """A retried eventId: the original answer if it is the same fact, else a rejection."""
+    if receipt.fingerprint != fact.fingerprint():
+        return _rejected(fact, None, "eventId: already used for a different event")
+    return RecordResult(
+        fact.event_id,
+        cast(Outcome, receipt.outcome),
+        receipt.position,
+        receipt.session_id,
+        receipt.current_session_id,
+        f"duplicate eventId: already recorded at position {receipt.position}",
+    )
 
 
 def _takeover(outcome: Outcome, current_session_id: str | None) -> str | None:

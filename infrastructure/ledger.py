@@ -41,10 +41,11 @@ from domain.events import (
     LedgerEvent,
 )
 from domain.policies import FreshnessPolicy
-from domain.values import Interaction, ResetReason, Status, Writer
+from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, Status, Writer
 from infrastructure.application import LedgerApplication
-from infrastructure.batch import RecordResult, record_batch
+from infrastructure.batch import RecordResult, record_batch, record_batches
 from infrastructure.database import Database, translate_faults
+from infrastructure.group_commit import CommitQueue
 from infrastructure.log import EventLog
 from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
 from infrastructure.schema import UpgradePolicy, ensure_schema
@@ -101,6 +102,7 @@ class Ledger:
         self.projector = Projector(TABLES)
         self.queries = Queries(TABLES)
         self.event_log = EventLog(self.app.mapper, self.app.events_table)
+        self.commits = self._commit_queue()
 
     @classmethod
     def open(
@@ -148,9 +150,19 @@ class Ledger:
         and records nothing. Facts the domain refuses (unknown run, missing parent
         entry, …) come back `rejected` with a reason; the accepted ones commit together.
         A retried eventId answers as it did the first time and records nothing new.
+        Concurrent calls share a transaction and its durable commit (group commit,
+        infrastructure.group_commit); each is answered as if it had run alone, in turn.
         """
-        facts = parse_batch(events)
-        return self._transact(lambda uow: record_batch(uow, facts))
+        return self.commits.submit(parse_batch(events))
+
+    def _commit_queue(self) -> CommitQueue[list[Fact], list[RecordResult]]:
+        return CommitQueue(
+            lambda batches: self._transact(lambda uow: record_batches(uow, batches)),
+            lambda facts: self._transact(lambda uow: record_batch(uow, facts)),
+            size=len,
+            limit=MAX_BATCH_EVENTS,
+            shared_faults=(StoreUnavailable,),
+        )
 
     def resolve(
         self,

@@ -1,0 +1,160 @@
+"""Group commit: concurrent callers share one write transaction, and its durable commit.
+
+Writers are serialised (infrastructure.database), so under concurrent load every caller
+waits for the writer and then pays a whole transaction of its own: BEGIN, the catch-up
+checks, COMMIT with its fsync. A `CommitQueue` lets the caller that gets the writer
+decide every batch queued behind it in one transaction instead:
+
+- a caller that finds the writer free commits at once (no timer, no waiting to fill a
+  group); batches arriving meanwhile queue up and the next leader takes them together;
+- a group holds at most `limit` items (e.g. events), so no transaction grows past what
+  one caller could already ask for; one oversized batch still runs, alone;
+- every caller is answered only after its group's transaction returned, i.e. after the
+  commit is durable; each gets its own answer, or its own error;
+- if the group's transaction fails, each batch is run again alone so one bad batch never
+  fails the others; errors in `shared_faults` (the store itself is locked or gone) reach
+  every caller of the group as they are, without retrying each batch one by one.
+
+The caller that leads keeps leading until its own batch is answered, then hands the
+lead to the oldest waiting caller, so batches are decided in the order they arrived.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+B = TypeVar("B")
+_UNSET = object()
+R = TypeVar("R")
+
+
+class _Ticket(Generic[B, R]):
+    """One caller's batch, its answer, and the signal that wakes the caller: a lock
+    taken at creation and released once, either with the answer or to make it lead."""
+
+    __slots__ = ("_wake", "batch", "done", "error", "result", "size")
+
+    def __init__(self, batch: B, size: int) -> None:
+        self.batch = batch
+        self.size = size
+        self.done = False
+        self.result: R | object = _UNSET
+        self.error: BaseException | None = None
+        self._wake = threading.Lock()
+        self._wake.acquire()
+
+    def wait(self) -> None:
+        self._wake.acquire()
+
+    def wake(self) -> None:
+        self._wake.release()
+
+    def answer(self) -> R:
+        if self.error is not None:
+            raise self.error
+        return self.result  # type: ignore[return-value]
+
+
+class CommitQueue(Generic[B, R]):
+    """Runs `together(batches)` for the batches queued while the writer was busy.
+
+    `together` must answer each batch exactly as `alone` would have if the batches had
+    been run one after the other, in the order given, and commit before it returns.
+    """
+
+    def __init__(
+        self,
+        together: Callable[[Sequence[B]], Sequence[R]],
+        alone: Callable[[B], R],
+        *,
+        size: Callable[[B], int],
+        limit: int,
+        shared_faults: tuple[type[Exception], ...] = (),
+    ) -> None:
+        self._together = together
+        self._alone = alone
+        self._size = size
+        self._limit = limit
+        self._shared_faults = shared_faults
+        self._mutex = threading.Lock()
+        self._queue: deque[_Ticket[B, R]] = deque()
+        self._leading = False  # someone is deciding groups (the writer is taken)
+
+    def submit(self, batch: B) -> R:
+        """Decide `batch`, alone or with others; returns (or raises) its own answer."""
+        ticket: _Ticket[B, R] = _Ticket(batch, self._size(batch))
+        with self._mutex:
+            self._queue.append(ticket)
+            lead = not self._leading
+            self._leading = True
+        if not lead:
+            ticket.wait()  # woken with the answer, or to take over the lead
+        if not ticket.done:
+            self._lead(ticket)
+        return ticket.answer()
+
+    def _lead(self, own: _Ticket[B, R]) -> None:
+        try:
+            while not own.done:
+                self._decide(self._take(), own)
+        finally:
+            with self._mutex:
+                successor = self._queue[0] if self._queue else None
+                self._leading = successor is not None
+            if successor is not None:
+                successor.wake()
+
+    def _take(self) -> list[_Ticket[B, R]]:
+        """The oldest queued batches, at most `limit` in size (at least one batch)."""
+        group: list[_Ticket[B, R]] = []
+        total = 0
+        with self._mutex:
+            queue = self._queue
+            while queue and (not group or total + queue[0].size <= self._limit):
+                ticket = queue.popleft()
+                total += ticket.size
+                group.append(ticket)
+        return group
+
+    def _decide(self, group: list[_Ticket[B, R]], leader: _Ticket[B, R]) -> None:
+        try:
+            if len(group) == 1:
+                self._run_alone(group[0])
+                return
+            try:
+                results = self._together([t.batch for t in group])
+            except self._shared_faults as error:
+                for ticket in group:
+                    ticket.error = error
+            except Exception:
+                # Something in the group failed it: run each batch on its own, so the
+                # failure reaches only the batch(es) that cause it.
+                for ticket in group:
+                    self._run_alone(ticket)
+            else:
+                if len(results) != len(group):
+                    raise AssertionError(f"{len(results)} answers for {len(group)} batches")
+                for ticket, result in zip(group, results, strict=True):
+                    ticket.result = result
+        except BaseException as error:  # nobody may be left waiting for an answer
+            for ticket in group:
+                if ticket.result is _UNSET and ticket.error is None:
+                    ticket.error = error
+            raise
+        finally:
+            for ticket in group:
+                ticket.done = True
+                if ticket is not leader:  # the leader is not waiting
+                    ticket.wake()
+
+    def _run_alone(self, ticket: _Ticket[B, R]) -> None:
+        try:
+            ticket.result = self._alone(ticket.batch)
+        except Exception as error:
+            ticket.error = error
+
+
+__all__ = ["CommitQueue"]

@@ -1,0 +1,311 @@
+"""Group commit (infrastructure.group_commit): concurrent record calls share a transaction.
+
+Real threads throughout. A test that needs callers queued behind a busy writer holds the
+writer itself, waits until the callers are queued (a condition on the queue, never a
+sleep), then lets the writer go.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+
+from domain.errors import StoreUnavailable
+from infrastructure.group_commit import CommitQueue
+from infrastructure.ledger import Ledger, RecordResult
+from tests.helpers import assert_replay_equals_live
+from tests.integration.test_api import entry, open_key
+
+WAIT = 60.0  # seconds: a safety net for a broken queue, never a way to wait for state
+
+
+class Watched(deque[Any]):
+    """The queue of a CommitQueue, observable: tests wait until callers have queued."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.changed = threading.Condition()
+        self.arrivals: list[Any] = []
+
+    def append(self, item: Any) -> None:
+        with self.changed:
+            super().append(item)
+            self.arrivals.append(item)
+            self.changed.notify_all()
+
+    def wait_for_arrivals(self, count: int) -> None:
+        with self.changed:
+            assert self.changed.wait_for(lambda: len(self.arrivals) >= count, WAIT)
+
+
+def watch(queue: CommitQueue[Any, Any]) -> Watched:
+    watched = Watched()
+    queue._queue = watched
+    return watched
+
+
+class Caller(threading.Thread):
+    """Submits one batch and keeps its answer or error."""
+
+    def __init__(self, submit: Callable[[Any], Any], batch: Any) -> None:
+        super().__init__(daemon=True)
+        self.submit = submit
+        self.batch = batch
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.submit(self.batch)
+        except BaseException as e:
+            self.error = e
+
+    def answer(self) -> Any:
+        self.join(WAIT)
+        assert not self.is_alive()
+        return self.result
+
+
+# -- the queue, with stand-in work ----------------------------------------------------------
+
+
+class Work:
+    """`together` and `alone` for a CommitQueue of string batches; the first call waits
+    at a gate the test opens, so the callers started meanwhile queue behind it."""
+
+    def __init__(self, fails: Callable[[list[str]], BaseException | None] = lambda _: None):
+        self.fails = fails
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.groups: list[list[list[str]]] = []
+
+    def _first(self) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            assert self.gate.wait(WAIT)
+
+    def together(self, batches: Sequence[list[str]]) -> list[str]:
+        self._first()
+        self.groups.append(list(batches))
+        for batch in batches:
+            if (error := self.fails(batch)) is not None:
+                raise error
+        return ["+".join(batch) for batch in batches]
+
+    def alone(self, batch: list[str]) -> str:
+        self._first()
+        self.groups.append([batch])
+        if (error := self.fails(batch)) is not None:
+            raise error
+        return "+".join(batch)
+
+    def queue(self, limit: int = 1000) -> tuple[CommitQueue[list[str], str], Watched]:
+        queue: CommitQueue[list[str], str] = CommitQueue(
+            self.together,
+            self.alone,
+            size=len,
+            limit=limit,
+            shared_faults=(StoreUnavailable,),
+        )
+        return queue, watch(queue)
+
+
+def hold_the_writer(
+    work: Work, queue: CommitQueue[list[str], str], watched: Watched, batches: list[list[str]]
+) -> list[Caller]:
+    """A lead caller takes the writer and waits at the gate; the others queue behind it."""
+    lead = Caller(queue.submit, ["lead"])
+    lead.start()
+    assert work.entered.wait(WAIT)
+    callers = [Caller(queue.submit, batch) for batch in batches]
+    for caller in callers:
+        caller.start()
+    watched.wait_for_arrivals(1 + len(callers))
+    work.gate.set()
+    assert lead.answer() == "lead"
+    return callers
+
+
+def test_a_lone_caller_commits_at_once_by_itself() -> None:
+    work = Work()
+    work.gate.set()
+    queue, _ = work.queue()
+    assert queue.submit(["a", "b"]) == "a+b"
+    assert work.groups == [[["a", "b"]]]
+
+
+def test_callers_queued_behind_the_writer_share_one_transaction_in_arrival_order() -> None:
+    work = Work()
+    queue, watched = work.queue()
+    callers = hold_the_writer(work, queue, watched, [[f"b{n}"] for n in range(6)])
+    for caller in callers:
+        assert caller.answer() == caller.batch[0]
+    arrived = [ticket.batch for ticket in watched.arrivals[1:]]
+    assert work.groups == [[["lead"]], arrived]
+
+
+def test_a_group_holds_at_most_the_limit() -> None:
+    work = Work()
+    queue, watched = work.queue(limit=4)
+    callers = hold_the_writer(work, queue, watched, [["x"] * 3, ["y"] * 2, ["z"] * 2, ["w"] * 5])
+    for caller in callers:
+        assert caller.answer() == "+".join(caller.batch)
+    groups = work.groups[1:]
+    assert sorted(b[0] for group in groups for b in group) == ["w", "x", "y", "z"]
+    for group in groups:
+        assert len(group) == 1 or sum(map(len, group)) <= 4  # 5 "w" can only run alone
+
+
+def test_one_failing_batch_fails_only_its_own_caller() -> None:
+    work = Work(lambda batch: ValueError("bad batch") if batch == ["bad"] else None)
+    queue, watched = work.queue()
+    callers = hold_the_writer(work, queue, watched, [["b0"], ["bad"], ["b1"], ["b2"]])
+    for caller in callers:
+        caller.join(WAIT)
+        if caller.batch == ["bad"]:
+            assert isinstance(caller.error, ValueError)
+        else:
+            assert caller.error is None
+            assert caller.result == caller.batch[0]
+    # the group failed as a whole, then every batch was decided alone
+    assert len(work.groups[1]) == 4
+    assert all(len(group) == 1 for group in work.groups[2:])
+
+
+def test_a_store_fault_reaches_every_caller_of_the_group_without_retrying_each() -> None:
+    work = Work(lambda batch: None if batch == ["lead"] else StoreUnavailable("database locked"))
+    queue, watched = work.queue()
+    callers = hold_the_writer(work, queue, watched, [["b0"], ["b1"], ["b2"]])
+    for caller in callers:
+        caller.join(WAIT)
+        assert isinstance(caller.error, StoreUnavailable)
+    assert len(work.groups) == 2  # the lead's, then the group's; no batch ran again alone
+
+
+def test_the_lead_passes_on_and_every_caller_is_answered() -> None:
+    work = Work()
+    work.gate.set()
+    queue, _ = work.queue(limit=3)
+    callers = [Caller(queue.submit, [f"c{n}"] * (1 + n % 3)) for n in range(40)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        assert caller.answer() == "+".join(caller.batch)
+    decided = [batch for group in work.groups for batch in group]
+    assert len(decided) == len(callers)
+
+
+# -- the ledger: SQLite and PostgreSQL -------------------------------------------------------
+
+
+def count_writes(ledger: Ledger) -> tuple[list[int], threading.Event]:
+    """Counts the ledger's write transactions; the event is set when the first begins."""
+    writes: list[int] = []
+    entered = threading.Event()
+    real = ledger.database.write
+
+    def write(work: Any, **options: Any) -> Any:
+        writes.append(len(writes))
+        entered.set()
+        return real(work, **options)
+
+    ledger.database.write = write  # type: ignore[method-assign]
+    return writes, entered
+
+
+def test_records_queued_behind_the_writer_commit_once_and_each_gets_its_own_answer(
+    ledger: Ledger,
+) -> None:
+    sid = open_key(ledger)
+    first = entry(sid, "m0")
+    retried = entry(sid, "m1", parent="m0")
+    writes, entered = count_writes(ledger)
+    watched = watch(ledger.commits)
+    with ledger.database.writing():  # the writer is busy: callers queue
+        lead = Caller(ledger.record, [first])
+        lead.start()
+        assert entered.wait(WAIT)
+        batches = [
+            [retried],
+            [entry(sid, "m2", parent="m0"), entry(sid, "m3", parent="m2")],
+            [retried],  # a retry of a batch in the same group
+            [first],  # a retry of what the lead recorded
+            [entry(sid, "m4", parent="nope")],  # refused by the domain
+        ]
+        callers = [Caller(ledger.record, batch) for batch in batches]
+        for caller in callers:
+            caller.start()
+        watched.wait_for_arrivals(1 + len(callers))
+    (lead_result,) = lead.answer()
+    answers = [caller.answer() for caller in callers]
+    assert all(caller.error is None for caller in callers)
+    assert len(writes) == 2  # the lead alone, then everything queued behind it at once
+
+    assert lead_result.outcome == "applied"
+    (lead_retry,) = answers[3]
+    assert lead_retry == RecordResult(
+        first["eventId"],
+        "applied",
+        lead_result.position,
+        sid,
+        sid,
+        f"duplicate eventId: already recorded at position {lead_result.position}",
+    )
+    (refused,) = answers[4]
+    assert refused.outcome == "rejected" and refused.reason is not None
+    assert [r.outcome for r in answers[1]] == ["applied", "applied"]
+    # The fact two callers of the group sent: whichever queued first recorded it, the
+    # other is answered like any retry.
+    (one,), (other,) = answers[0], answers[2]
+    recorded, again = (one, other) if one.reason is None else (other, one)
+    assert recorded.outcome == "applied" and recorded.reason is None
+    assert again == RecordResult(
+        recorded.event_id,
+        "applied",
+        recorded.position,
+        sid,
+        sid,
+        f"duplicate eventId: already recorded at position {recorded.position}",
+    )
+    # Positions follow the queue: a batch's events come after those of the batches before.
+    new = {r.event_id: r.position for a in answers for r in a if r.position and not r.reason}
+    arrived = [f.event_id for ticket in watched.arrivals[1:] for f in ticket.batch]
+    in_queue_order = [new[e] for e in dict.fromkeys(arrived) if e in new]
+    assert in_queue_order == sorted(in_queue_order)
+    assert len(in_queue_order) == 3 and in_queue_order[0] > (lead_result.position or 0)
+    assert_replay_equals_live(ledger)
+
+
+@pytest.mark.slow
+def test_many_threads_recording_at_once_all_land_in_order(ledger: Ledger) -> None:
+    threads, appends = 12, 15
+    keys = [f"agent:main:telegram:direct:{n}" for n in range(4)]
+    sids = {key: open_key(ledger, key) for key in keys}
+    start = threading.Barrier(threads)
+
+    def append_all(n: int) -> list[list[RecordResult]]:
+        key = keys[n % len(keys)]
+        start.wait(WAIT)
+        return [
+            ledger.record(
+                [entry(sids[key], f"t{n}-{i}", key=key, writer="runner", content=f"{n}/{i}")]
+            )
+            for i in range(appends)
+        ]
+
+    callers = [Caller(append_all, n) for n in range(threads)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        for (result,) in caller.answer():
+            assert result.outcome == "applied"
+    for n, key in enumerate(keys):
+        ids = [e.entry_id for e in ledger.transcript(key)]
+        for writer in range(n, threads, len(keys)):
+            mine = [i for i in ids if i.startswith(f"t{writer}-")]
+            assert mine == [f"t{writer}-{i}" for i in range(appends)]
+    assert_replay_equals_live(ledger)

@@ -8,6 +8,7 @@ that break the database start servers of their own.
 from __future__ import annotations
 
 import itertools
+import json
 import shutil
 import sqlite3
 import threading
@@ -425,6 +426,64 @@ def test_tokens_and_scopes(http_server: RunningServer) -> None:
 
 
 # -- bad input: 400, 413, 422, 404, 409 -------------------------------------------------------
+
+
+def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
+    http_server: RunningServer, reader: httpx.Client
+) -> None:
+    """POST /v1/events with `Content-Type: application/json` is answered by a lean path
+    (infrastructure.http.EventsFastPath); any other JSON content type goes through the
+    FastAPI route. Both answer alike: the same results, errors, headers and metrics."""
+    fast = {"content-type": "application/json"}
+    routed = {"content-type": "application/json; charset=utf-8"}
+    key = new_key()
+    sid = open_key(reader, key)
+    batch = [
+        entry(key, sid, "m1"),
+        entry(key, sid, "m2", parent="m1"),
+        entry(key, sid, "m9", parent="nope"),
+        end(key, sid, "never-started"),
+    ]
+    body = json.dumps({"events": batch}).encode()
+    first = reader.post("/v1/events", content=body, headers=fast)
+    again = reader.post("/v1/events", content=body, headers=routed)  # a retry, via the route
+    assert first.status_code == again.status_code == 200
+    assert sorted(first.headers) == sorted(again.headers)
+    assert first.headers["content-type"] == again.headers["content-type"] == "application/json"
+    recorded, retried = first.json()["results"], again.json()["results"]
+    assert outcomes(recorded) == ["applied", "applied", "rejected", "rejected"]
+    for one, other in zip(recorded, retried, strict=True):
+        if one["outcome"] == "rejected":  # nothing was recorded: decided again, alike
+            assert other == one
+        else:
+            position = one["position"]
+            reason = f"duplicate eventId: already recorded at position {position}"
+            assert other == {**one, "reason": reason}
+
+    # and the other way round: recorded through the route, retried on the fast path
+    batch = [entry(key, sid, "m3", parent="m2")]
+    body = json.dumps({"events": batch}).encode()
+    (recorded,) = ok(reader.post("/v1/events", content=body, headers=routed))["results"]
+    (retried,) = ok(reader.post("/v1/events", content=body, headers=fast))["results"]
+    assert retried["position"] == recorded["position"] and recorded["outcome"] == "applied"
+
+    # refusals are the route's, whichever way they came in
+    for raw in (b"{", b'{"events": []}', json.dumps({"events": [{**batch[0], "type": "x"}]})):
+        content = raw if isinstance(raw, bytes) else raw.encode()
+        one = reader.post("/v1/events", content=content, headers=fast)
+        other = reader.post("/v1/events", content=content, headers=routed)
+        assert (one.status_code, one.json()) == (other.status_code, other.json())
+    unknown_key = json.dumps({"events": [entry(new_key(), "s", "m1")]}).encode()
+    one = reader.post("/v1/events", content=unknown_key, headers=fast)
+    assert ok(one)["results"][0]["outcome"] == "rejected"
+    anonymous = http_server.client(None)
+    error(anonymous.post("/v1/events", content=body, headers=fast), 401, "unauthorized")
+    wrong = {**fast, "authorization": "Bearer not-a-token"}
+    error(anonymous.post("/v1/events", content=body, headers=wrong), 401, "unauthorized")
+
+    metrics = reader.get("/metrics").text
+    assert 'route="/v1/events",status="200"' in metrics
+    assert 'route="/v1/events",status="422"' in metrics
 
 
 def test_malformed_json_is_400_and_records_nothing(admin: httpx.Client) -> None:

@@ -108,10 +108,13 @@ def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
         deleted_key = event.session_key
         effect = Effect("applied", "deleted the session")
     elif isinstance(event, RunStarted):
+        shape = KeyShape.parse(event.session_key)
         run = RunRow(
             run_id=event.run_id,
             session_key=event.session_key,
             session_id=event.session_id,
+            agent=shape.agent,
+            channel=shape.channel,
             status="running",
             trigger=event.trigger,
             writer=event.writer,

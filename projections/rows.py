@@ -82,6 +82,8 @@ class RunRow:
     run_id: str
     session_key: str
     session_id: str
+    agent: str | None  # parsed from the key (SPEC §2), like the session row's
+    channel: str | None
     status: Status
     trigger: str
     writer: str

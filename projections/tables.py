@@ -130,7 +130,7 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("kind", String(128)),
         Column("created_at", UTCDateTime, nullable=False),
         Column("position", BigInteger, nullable=False),
-        Index(f"ix_ledger_sessions{suffix}_agent", "agent"),
+        Index(f"ix_ledger_sessions{suffix}_agent_channel", "agent", "channel"),
         Index(f"ix_ledger_sessions{suffix}_channel", "channel"),
     )
     generations = Table(
@@ -170,7 +170,7 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("position", BigInteger, nullable=False),
         Column("pruned_at", UTCDateTime),
         Index(f"ix_ledger_generations{suffix}_session_key", "session_key"),
-        Index(f"ix_ledger_generations{suffix}_status", "status"),
+        Index(f"ix_ledger_generations{suffix}_status_state", "status", "state"),
         Index(f"ix_ledger_generations{suffix}_updated_at", "updated_at"),
         Index(f"ix_ledger_generations{suffix}_resumable_state", "resumable", "state"),
     )
@@ -199,10 +199,13 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("started_position", BigInteger, nullable=False),
         Column("ended_position", BigInteger),
         Column("updated_at", UTCDateTime, nullable=False),
+        # parsed from the key like the session row's (0005 added them, hence last)
+        Column("agent", String(128)),
+        Column("channel", String(128)),
         Index(f"ix_ledger_runs{suffix}_session_id", "session_id"),
-        Index(f"ix_ledger_runs{suffix}_status", "status"),
+        Index(f"ix_ledger_runs{suffix}_status_updated_at", "status", "updated_at"),
         Index(f"ix_ledger_runs{suffix}_started_at", "started_at"),
-        Index(f"ix_ledger_runs{suffix}_updated_at", "updated_at"),
+        *(_updated_at_index(suffix) if suffix else _usage_indexes()),
     )
     entries = Table(
         f"ledger_entries{suffix}",
@@ -243,6 +246,32 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("notification_id", BigInteger().with_variant(Integer(), "sqlite")),
     )
     return ReadModelTables(metadata, sessions, generations, runs, entries, receipts, tracking)
+
+
+def _updated_at_index(suffix: str) -> tuple[Index, ...]:
+    return (Index(f"ix_ledger_runs{suffix}_updated_at", "updated_at"),)
+
+
+def _usage_indexes() -> tuple[Index, ...]:
+    """Indexes for the status report's usage of runs that ended in a window
+    (projections/reports.py `_usage`).
+
+    SQLite groups by sorting, so there two covering indexes let it read the
+    combinations present in the window from the first and each one's sums from the
+    second, touching no table row; the first leads with `updated_at`, so it also does
+    the plain index's job. PostgreSQL hash-aggregates the window from the plain
+    `updated_at` index, and a btree entry there is limited to about 2.7 kB, which a
+    model or provider name of up to 4,096 characters could exceed. Not on the shadow
+    tables: the report never reads them, and a rebuild would pay to keep them."""
+    groups = ("status", "agent", "channel", "model", "provider")
+    tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+    return (
+        *(index.ddl_if(dialect="postgresql") for index in _updated_at_index("")),
+        Index("ix_ledger_runs_window_groups", "updated_at", *groups).ddl_if(dialect="sqlite"),
+        Index("ix_ledger_runs_group_usage", *groups, "updated_at", *tokens).ddl_if(
+            dialect="sqlite"
+        ),
+    )
 
 
 TABLES = build_tables()

@@ -1,8 +1,10 @@
 """The status report (SPEC §5) on a small gateway day, through the API, HTTP and CLI;
-and migration 0003, which dates the receipts the report counts late events from."""
+migration 0003, which dates the receipts the report counts late events from; and
+migration 0005, which gives runs the agent and channel the report groups by."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,15 +13,17 @@ from typing import Any
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import create_engine, select
+from sqlalchemy import Connection, create_engine, select
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
+from domain.values import KeyShape
 from infrastructure.cli import app as cli
 from infrastructure.http import create_app
 from infrastructure.ledger import Ledger
+from infrastructure.maintenance import Shadow
 from infrastructure.schema import alembic_config, current_revision, head_revision, upgrade
-from projections.tables import TABLES
+from projections.tables import SHADOW, TABLES
 from tests.helpers import assert_replay_equals_live
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -294,3 +298,71 @@ def test_migration_0003_dates_existing_receipts_from_their_events(
     with Ledger.open(database_url) as reopened:
         assert_replay_equals_live(reopened)
         assert reopened.status_report(window_minutes=60).late_events >= 0
+
+
+# Every branch of KeyShape.parse: each part one of these, one to four parts; and a few more.
+SHAPED_KEYS = [
+    *(
+        key
+        for n in range(1, 5)
+        for parts in itertools.product(("agent", "cron", "a", ""), repeat=n)
+        if (key := ":".join(parts))
+    ),
+    "hook:deploy",
+    "hook",
+    "AGENT:main:telegram:direct",
+    "agent:ünï:çhännel:dm:1",
+    TELEGRAM,
+]
+
+
+def run_shapes(connection: Connection) -> dict[str, dict[str, tuple[str | None, str | None]]]:
+    return {
+        runs.name: {
+            run_id: (agent, channel)
+            for run_id, agent, channel in connection.execute(
+                select(runs.c.run_id, runs.c.agent, runs.c.channel)
+            )
+        }
+        for runs in (TABLES.runs, SHADOW.runs)
+    }
+
+
+def test_migration_0005_backfills_run_agent_and_channel_as_a_rebuild_does(
+    database_url: str,
+) -> None:
+    with Ledger.open(database_url) as ledger:
+        started = []
+        for i, key in enumerate(SHAPED_KEYS):
+            sid = ledger.resolve(key, at=T0).session.session_id
+            started.append(
+                fact(key, sid, "run.started", 0, eventId=f"s{i}", runId=f"r{i}", trigger="user")
+            )
+        ledger.record(started)
+        ended = fact(SHAPED_KEYS[0], started[0]["sessionId"], "run.ended", 1, eventId="end")
+        ledger.record([{**ended, "runId": "r0", "outcome": "done"}])  # and a deleted key's:
+        ledger.delete(SHAPED_KEYS[1], expected_session_id=started[1]["sessionId"])
+        ledger.rebuild()
+        Shadow(ledger).fold()  # rows in the shadow tables too (as a verify leaves them)
+        with ledger.database.reading() as connection:
+            rebuilt = run_shapes(connection)
+    assert rebuilt["ledger_runs"] == {
+        f"r{i}": (KeyShape.parse(key).agent, KeyShape.parse(key).channel)
+        for i, key in enumerate(SHAPED_KEYS)
+    }
+    assert rebuilt["ledger_runs_shadow"] == rebuilt["ledger_runs"]
+
+    engine = create_engine(database_url, poolclass=NullPool)
+    try:
+        config = alembic_config()
+        with engine.begin() as connection:
+            config.attributes["connection"] = connection
+            command.downgrade(config, "0004")
+        upgrade(engine)
+        assert current_revision(engine) == head_revision()
+        with engine.connect() as connection:
+            assert run_shapes(connection) == rebuilt
+    finally:
+        engine.dispose()
+    with Ledger.open(database_url) as reopened:
+        assert_replay_equals_live(reopened)

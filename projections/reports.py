@@ -365,18 +365,16 @@ def _usage(
     four token sums) per combination present.
 
     PostgreSQL hash-aggregates the window in one GROUP BY. SQLite aggregates by sorting,
-    which costs about 2 µs a row (half a second for 200,000 runs in the window); so there
-    the combinations come from a DISTINCT over the window (a covering scan of
-    `ix_ledger_runs_window_groups`, deduplicated as it goes: no sort), and each one's
-    figures from a range of `ix_ledger_runs_group_usage`, which is ordered by the
-    combination and then `updated_at` and holds the token counts.
+    about 2 µs a row (half a second for 200,000 runs in the window), so there each
+    combination's figures come from its own range of `ix_ledger_runs_group_usage`
+    (ordered by the combination, then `updated_at`; it holds the token counts), and the
+    combinations from `_combinations`.
     """
     groups = [r.c[name] for name in _GROUPS]
     figures = [func.count(), *(func.coalesce(func.sum(r.c[name]), 0) for name in _TOKENS)]
     if connection.dialect.name != "sqlite":
         query = select(*groups, *figures).where(in_window).group_by(*groups)
         return [tuple(row) for row in connection.execute(query)]
-    combinations = connection.execute(select(*groups).where(in_window).distinct()).all()
     one = select(*figures).where(
         r.c.status == bindparam("status"),
         # IS: a combination's agent, channel, model or provider may be NULL
@@ -384,10 +382,67 @@ def _usage(
         r.c.updated_at > since,
         r.c.updated_at <= now,
     )
-    return [
-        (*combination, *connection.execute(one, combination._asdict()).one())
-        for combination in combinations
-    ]
+    usage = []
+    for combination in _combinations(connection, r, in_window):
+        params = dict(zip(_GROUPS, combination, strict=True))
+        runs, *sums = connection.execute(one, params).one()
+        if runs:  # a combination found by the walk may have no run in the window
+            usage.append((*combination, runs, *sums))
+    return usage
+
+
+WALK_BUDGET = 200  # index seeks; beyond them a DISTINCT over the window is used instead
+
+
+class _OverBudget(Exception):
+    pass
+
+
+def _combinations(
+    connection: Connection, r: Table, in_window: ColumnElement[bool]
+) -> list[tuple[Any, ...]]:
+    """SQLite: the (status, agent, channel, model, provider) combinations that runs
+    which ended in the window may have.
+
+    Few combinations ever occur, however many runs share them, so skipping along
+    `ix_ledger_runs_group_usage` from one distinct value to the next (one index seek
+    each) finds them all in a few dozen seeks, where a DISTINCT over the window reads
+    every run in it. If the walk needs more than WALK_BUDGET seeks (combinations by the
+    hundred), the DISTINCT over the window — a covering scan of
+    `ix_ledger_runs_window_groups`, deduplicated as it goes — is the cheaper one.
+    """
+    columns = [r.c[name] for name in _GROUPS]
+    budget = WALK_BUDGET
+    found: list[tuple[Any, ...]] = []
+
+    def walk(prefix: tuple[Any, ...]) -> None:
+        nonlocal budget
+        column = columns[len(prefix)]
+        same = [c.is_not_distinct_from(v) for c, v in zip(columns, prefix, strict=False)]
+        values: list[Any] = []
+        if connection.execute(select(column).where(*same, column.is_(None)).limit(1)).first():
+            values.append(None)
+        after = column.is_not(None)
+        while (budget := budget - 1) >= 0:
+            value = connection.execute(select(func.min(column)).where(*same, after)).scalar()
+            if value is None:
+                break
+            values.append(value)
+            after = column > value
+        else:
+            raise _OverBudget
+        for value in values:
+            if len(prefix) + 1 == len(columns):
+                found.append((*prefix, value))
+            elif prefix or value != "running":
+                walk((*prefix, value))
+
+    try:
+        walk(())
+    except _OverBudget:
+        query = select(*columns).where(in_window).distinct()
+        return [tuple(row) for row in connection.execute(query)]
+    return found
 
 
 def _newest_failures(

@@ -241,6 +241,16 @@ def test_a_day_of_gateway_traffic(day: Ledger) -> None:
     assert_replay_equals_live(day)
 
 
+def test_usage_is_the_same_when_sqlite_gives_up_walking_the_index(
+    day: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for window in (60, 180):
+        walked = day.status_report(window_minutes=window)
+        monkeypatch.setattr("projections.reports.WALK_BUDGET", 0)  # DISTINCT over the window
+        assert day.status_report(window_minutes=window) == walked
+        monkeypatch.undo()
+
+
 def test_http_and_cli(day: Ledger, database_url: str) -> None:
     client = TestClient(create_app(day))
     body = client.get(

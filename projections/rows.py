@@ -82,8 +82,6 @@ class RunRow:
     run_id: str
     session_key: str
     session_id: str
-    agent: str | None  # parsed from the key (SPEC §2), like the session row's
-    channel: str | None
     status: Status
     trigger: str
     writer: str
@@ -103,6 +101,10 @@ class RunRow:
     started_position: int
     ended_position: int | None
     updated_at: datetime
+    # parsed from the key (SPEC §2) like the session row's; last, like their columns
+    # (migration 0005), since rows are read by position
+    agent: str | None
+    channel: str | None
 
 
 @dataclass(frozen=True, slots=True)

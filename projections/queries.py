@@ -2,7 +2,7 @@
 
 The statements are built once and run on the DBAPI cursor (projections/raw.py): on a
 1,000-entry transcript SQLAlchemy's result processing cost five times the select.
-Rows are built by position: the tables declare their columns in the rows' field order.
+Rows are built by position from columns selected in the rows' field order.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, or_, select
 
 from domain.values import Status
-from projections.raw import RawSelect, positional
+from projections.raw import RawSelect, in_field_order, positional
 from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView
 from projections.tables import ReadModelTables
 
@@ -36,25 +36,33 @@ class Queries:
     def __init__(self, tables: ReadModelTables) -> None:
         self.t = tables
         s, g, r, e = tables.sessions, tables.generations, tables.runs, tables.entries
+        # Rows are built by position, so every statement selects in the rows' field order.
         self._sessions_width = len(s.columns)
-        joined = select(s, g).join(g, g.c.session_id == s.c.session_id)
+        self._joined_columns = [*in_field_order(s, SessionRow), *in_field_order(g, GenerationRow)]
+        generation = in_field_order(g, GenerationRow)
+        run = in_field_order(r, RunRow)
+        joined = select(*self._joined_columns).join(g, g.c.session_id == s.c.session_id)
         self._session = RawSelect(joined.where(s.c.session_key == bindparam("key")))
         self._deleted = RawSelect(
-            select(g)
+            select(*generation)
             .where(g.c.session_key == bindparam("key"), g.c.state == "deleted")
             .order_by(g.c.opened_position.desc())
             .limit(1)
         )
-        self._generation = RawSelect(select(g).where(g.c.session_id == bindparam("id")))
+        self._generation = RawSelect(select(*generation).where(g.c.session_id == bindparam("id")))
         self._generations_of = RawSelect(
-            select(g).where(g.c.session_key == bindparam("key")).order_by(g.c.opened_position)
+            select(*generation)
+            .where(g.c.session_key == bindparam("key"))
+            .order_by(g.c.opened_position)
         )
-        self._run = RawSelect(select(r).where(r.c.run_id == bindparam("id")))
+        self._run = RawSelect(select(*run).where(r.c.run_id == bindparam("id")))
         self._runs_of = RawSelect(
-            select(r).where(r.c.session_id == bindparam("id")).order_by(r.c.started_position)
+            select(*run).where(r.c.session_id == bindparam("id")).order_by(r.c.started_position)
         )
         self._entries = RawSelect(
-            select(e).where(e.c.session_id == bindparam("id")).order_by(e.c.seq)
+            select(*in_field_order(e, EntryRow))
+            .where(e.c.session_id == bindparam("id"))
+            .order_by(e.c.seq)
         )
         # sessions(): one statement per combination of filters, built when first used.
         self._pages: dict[tuple[bool, ...], RawSelect] = {}
@@ -108,7 +116,7 @@ class Queries:
         self, status: bool, agent: bool, channel: bool, active_since: bool, cursor: bool
     ) -> RawSelect:
         s, g = self.t.sessions, self.t.generations
-        query = select(s, g).join(g, g.c.session_id == s.c.session_id)
+        query = select(*self._joined_columns).join(g, g.c.session_id == s.c.session_id)
         if status:
             query = query.where(g.c.status == bindparam("status"))
         if agent:

@@ -22,7 +22,17 @@ from typing import Any, TypeVar, cast
 
 import orjson
 import sqlalchemy.exc
-from sqlalchemy import JSON, Boolean, Connection, Dialect, Integer, LargeBinary, String
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Connection,
+    Dialect,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+)
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
@@ -139,6 +149,15 @@ def positional(cls: type[T]) -> Callable[..., T]:
     build: Callable[..., T] = scope["build"]
     build.__qualname__ = f"positional({cls.__qualname__})"
     return build
+
+
+def in_field_order(table: Table, row_type: type) -> list[ColumnElement[Any]]:
+    """The table's columns in the order of the row's fields, for building rows by
+    position: migrations append new columns to a table, wherever the row has the field."""
+    names = [f.name for f in dataclasses.fields(row_type)]
+    if sorted(names) != sorted(table.columns.keys()):
+        raise TypeError(f"{table.name} does not have exactly the fields of {row_type.__name__}")
+    return [table.c[name] for name in names]
 
 
 @dataclass(frozen=True, slots=True)

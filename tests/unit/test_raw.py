@@ -7,8 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from projections.raw import positional
-from projections.rows import EntryRow, GenerationRow
+from projections.raw import in_field_order, positional
+from projections.rows import EntryRow, GenerationRow, RunRow
+from projections.tables import TABLES
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -41,3 +42,12 @@ def test_positional_refuses_classes_whose_init_does_more() -> None:
     for cls in (NoSlots, PostInit, int):
         with pytest.raises(TypeError):
             positional(cls)
+
+
+def test_columns_are_selected_in_the_rows_field_order() -> None:
+    # Migrations append columns; a row may declare the field anywhere.
+    for table, row_type in [(TABLES.runs, RunRow), (TABLES.entries, EntryRow)]:
+        columns = in_field_order(table, row_type)
+        assert [c.name for c in columns] == [f.name for f in fields(row_type)]
+    with pytest.raises(TypeError):
+        in_field_order(TABLES.runs, EntryRow)

@@ -22,6 +22,7 @@ from typing import Any, Literal
 from domain.events import LedgerEvent, RunEnded, RunErrored, TranscriptAppended
 from domain.values import canonical_json
 from projections.fold import EffectKind, utc
+from projections.raw import builder
 from projections.rows import CAMEL, GenerationRow, RunRow, SessionRow, SessionView
 from projections.state import RowSet
 
@@ -138,6 +139,10 @@ class AuditReport:
     anomalies: list[Anomaly] = field(hash=False)
     state: AuditState
     notes: list[str] = field(hash=False)
+
+
+# One per event: without __init__'s object.__setattr__ per field (projections/raw.py).
+_AUDIT_ENTRY = builder(AuditEntry)
 
 
 def current_view(rows: RowSet, session_key: str) -> SessionView | None:
@@ -260,7 +265,7 @@ def audit(
                 )
             seen_entries[fingerprint] = (item.id, occurred)
         entries.append(
-            AuditEntry(
+            _AUDIT_ENTRY(
                 position=position,
                 event_id=event.event_id,
                 type=event.type,

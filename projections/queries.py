@@ -14,16 +14,16 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, or_, select
 
 from domain.values import Status
-from projections.raw import RawSelect, in_field_order, positional
+from projections.raw import RawSelect, builder, in_field_order
 from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView
 from projections.tables import ReadModelTables
 
 MAX_PAGE = 1000
 
-_ENTRY = positional(EntryRow)
-_GENERATION = positional(GenerationRow)
-_RUN = positional(RunRow)
-_SESSION = positional(SessionRow)
+_ENTRY = builder(EntryRow)
+_GENERATION = builder(GenerationRow)
+_RUN = builder(RunRow)
+_SESSION = builder(SessionRow)
 
 
 @dataclass(frozen=True, slots=True)

@@ -125,12 +125,13 @@ def decoder(column_type: Any, dialect: Dialect) -> Decoder | None:
     raise TypeError(f"no raw decoder for {column_type!r}; read it through SQLAlchemy")
 
 
-def positional(cls: type[T]) -> Callable[..., T]:
-    """A builder of a frozen, slotted dataclass from all its field values in order, that
-    sets each slot directly: a frozen dataclass's __init__ routes every field through
-    object.__setattr__, which was a third of reading a 1,000-entry transcript.
+def builder(cls: type[T]) -> Callable[..., T]:
+    """A constructor for a frozen, slotted dataclass that sets each slot directly (same
+    parameters as its __init__, every field required): a frozen dataclass's __init__
+    routes every field through object.__setattr__, a third of reading a 1,000-entry
+    transcript.
 
-    Generated like dataclasses generates __init__, for classes whose __init__ only
+    Generated the way dataclasses generates __init__, for classes whose __init__ only
     assigns (no __post_init__, every field an init field)."""
     if not (
         dataclasses.is_dataclass(cls)
@@ -140,14 +141,15 @@ def positional(cls: type[T]) -> Callable[..., T]:
     ):
         raise TypeError(f"{cls!r} is not a plain slotted dataclass")
     names = [f.name for f in dataclasses.fields(cls)]
-    scope: dict[str, Any] = {"new": object.__new__, "cls": cls}
-    scope.update({f"set_{i}": getattr(cls, name).__set__ for i, name in enumerate(names)})
-    args = ", ".join(f"v{i}" for i in range(len(names)))
-    body = "".join(f"    set_{i}(row, v{i})\n" for i in range(len(names)))
-    source = f"def build({args}):\n    row = new(cls)\n{body}    return row\n"
+    # The generated function's own names start with "__", which no field name does here.
+    assert not any(name.startswith("__") for name in names), names
+    scope: dict[str, Any] = {"__new": object.__new__, "__cls": cls}
+    scope.update({f"__set_{name}": getattr(cls, name).__set__ for name in names})
+    body = "".join(f"    __set_{name}(__row, {name})\n" for name in names)
+    source = f"def build({', '.join(names)}):\n    __row = __new(__cls)\n{body}    return __row\n"
     exec(source, scope)
     build: Callable[..., T] = scope["build"]
-    build.__qualname__ = f"positional({cls.__qualname__})"
+    build.__qualname__ = f"builder({cls.__qualname__})"
     return build
 
 

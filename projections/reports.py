@@ -190,19 +190,17 @@ def status_report(
         )
     }
 
+    # An active run keeps its generation's status "running" (the fold's status is the
+    # newest active run's), so the runs of archived or deleted generations are found
+    # among a few index entries instead of joining every active run to its generation.
+    not_current = set(
+        connection.execute(
+            select(g.c.session_id).where(g.c.status == "running", g.c.state != "current")
+        ).scalars()
+    )
     active: list[ActiveRun] = []
     millisecond = timedelta(milliseconds=1)
-    for (
-        run_id,
-        key,
-        session_id,
-        trigger,
-        writer,
-        model,
-        provider,
-        started_at,
-        state,
-    ) in connection.execute(
+    running = (
         select(
             r.c.run_id,
             r.c.session_key,
@@ -212,11 +210,12 @@ def status_report(
             r.c.model,
             r.c.provider,
             r.c.started_at,
-            g.c.state,
         )
-        .select_from(r.join(g, g.c.session_id == r.c.session_id))
         .where(r.c.status == "running")
         .order_by(r.c.started_at, r.c.run_id)
+    )
+    for run_id, key, session_id, trigger, writer, model, provider, started_at in connection.execute(
+        running
     ):
         age = now - started_at
         # positional, in ActiveRun's field order: half the cost of keywords, and
@@ -232,7 +231,7 @@ def status_report(
                 provider,
                 started_at,
                 age // millisecond,
-                state == "current",  # current
+                session_id not in not_current,  # current
                 age > stuck_after,  # stuck
             )
         )

@@ -101,8 +101,7 @@ class RunRow:
     started_position: int
     ended_position: int | None
     updated_at: datetime
-    # parsed from the key (SPEC §2) like the session row's; last, like their columns
-    # (migration 0005), since rows are read by position
+    # parsed from the key (SPEC §2) like the session row's (added by migration 0005)
     agent: str | None
     channel: str | None
 

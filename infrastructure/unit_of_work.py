@@ -39,8 +39,8 @@ class UnitOfWork:
     def __post_init__(self) -> None:
         projector = self.projector
         # Anything logged but not yet projected (a crash, an older writer) goes first.
-        self.position = projector.position(self.session)
-        if projector.log_head(self.session) > self.position:
+        self.position, head = projector.positions(self.session)
+        if head > self.position:
             self.position = projector.catch_up(self.session, self.read_log)
         self.rowset = projector.new_rowset(self.session)
 

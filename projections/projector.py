@@ -17,8 +17,9 @@ from sqlalchemy.orm import Session
 
 from domain.events import LedgerEvent
 from projections.fold import Transition
-from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow, row_values
+from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.state import RowSet
+from projections.statements import CompiledStatement, StatementCache, execute, execute_many, fetch
 from projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
 
 # (position, event) pairs after a position, at most `limit` of them.
@@ -26,7 +27,7 @@ LogReader = Callable[[int, int], Sequence[tuple[int, LedgerEvent]]]
 Executor = Connection | Session
 
 CATCH_UP_PAGE = 1000
-IN_CHUNK = 500  # keys per IN (…): stay under bind-parameter limits
+IN_CHUNK = 512  # keys per IN (…): stay under bind-parameter limits
 
 
 def core(executor: Executor) -> Connection:
@@ -35,9 +36,33 @@ def core(executor: Executor) -> Connection:
     return executor.connection() if isinstance(executor, Session) else executor
 
 
-def _in(table: Table, column: Any) -> Any:
-    """SELECT * … WHERE column IN (:keys), built once and expanded per call."""
-    return select(table).where(column.in_(bindparam("keys", expanding=True)))
+# Every statement here is compiled once per dialect and table set (projections.statements).
+STATEMENTS = StatementCache()
+
+
+def _in_size(count: int) -> int:
+    """IN lists are padded to a power of two (repeating a key), so a few compiled
+    statements serve every batch size."""
+    size = 1
+    while size < count:
+        size *= 2
+    return size
+
+
+def select_in(connection: Connection, table: Table, column: str, keys: Sequence[Any]) -> list[Any]:
+    """Rows of `table` whose `column` is one of `keys`, decoded, in chunks."""
+    rows: list[Any] = []
+    for start in range(0, len(keys), IN_CHUNK):
+        chunk = list(keys[start : start + IN_CHUNK])
+        size = _in_size(len(chunk))
+        statement = STATEMENTS.get(connection, _select_in, table, column, size)
+        chunk += [chunk[0]] * (size - len(chunk))
+        rows.extend(fetch(connection, statement, {f"k{i}": key for i, key in enumerate(chunk)}))
+    return rows
+
+
+def _select_in(table: Table, column: str, size: int) -> Any:
+    return select(table).where(table.c[column].in_([bindparam(f"k{i}") for i in range(size)]))
 
 
 class SqlRowLoader:
@@ -48,76 +73,52 @@ class SqlRowLoader:
         self.tables = tables
 
     def load_sessions(self, keys: Iterable[str]) -> dict[str, SessionRow]:
-        t = self.tables.sessions
-        return {r.session_key: r for r in self._load(t, t.c.session_key, keys, SessionRow)}
+        rows = select_in(self.executor, self.tables.sessions, "session_key", list(keys))
+        return {r[0]: SessionRow(*r) for r in rows}
 
     def load_generations(self, session_ids: Iterable[str]) -> dict[str, GenerationRow]:
-        t = self.tables.generations
-        return {r.session_id: r for r in self._load(t, t.c.session_id, session_ids, GenerationRow)}
+        rows = select_in(self.executor, self.tables.generations, "session_id", list(session_ids))
+        return {r[0]: GenerationRow(*r) for r in rows}
 
     def load_runs(self, run_ids: Iterable[str]) -> dict[str, RunRow]:
-        t = self.tables.runs
-        return {r.run_id: r for r in self._load(t, t.c.run_id, run_ids, RunRow)}
-
-    def _load(self, table: Table, column: Any, keys: Iterable[str], row_type: Any) -> list[Any]:
-        keys = list(keys)
-        rows: list[Any] = []
-        query = _statements(table, column)
-        for start in range(0, len(keys), IN_CHUNK):
-            result = self.executor.execute(query, {"keys": keys[start : start + IN_CHUNK]})
-            rows.extend(row_type(**row._mapping) for row in result)
-        return rows
+        rows = select_in(self.executor, self.tables.runs, "run_id", list(run_ids))
+        return {r[0]: RunRow(*r) for r in rows}
 
 
 class Projector:
     def __init__(self, tables: ReadModelTables) -> None:
         self.tables = tables
-        t = tables
-        self._updates = {
-            name: _update_statement(table, key)
-            for name, table, key in (
-                ("sessions", t.sessions, "session_key"),
-                ("generations", t.generations, "session_id"),
-                ("runs", t.runs, "run_id"),
-            )
-        }
-        tracking = t.tracking
-        self._position = select(tracking.c.notification_id).where(
-            tracking.c.application_name == PROJECTION_NAME
-        )
-        self._move = (
-            update(tracking)
-            .where(
-                tracking.c.application_name == PROJECTION_NAME,
-                tracking.c.notification_id == bindparam("previous"),
-            )
-            .values(notification_id=bindparam("position"))
-        )
-        self._head = text(f"SELECT max(id) FROM {EVENTS_TABLE}")
-        self._receipts = _in(t.receipts, t.receipts.c.event_id)
+
+    def _statement(
+        self, connection: Connection, build: Callable[[Table], Any]
+    ) -> CompiledStatement:
+        return STATEMENTS.get(connection, build, self.tables.tracking)
 
     # tracking --------------------------------------------------------------------------
 
+    def positions(self, executor: Executor) -> tuple[int, int]:
+        """(tracking position, log head) in one statement."""
+        connection = core(executor)
+        ((position, head),) = fetch(connection, self._statement(connection, _positions), {})
+        return int(position or 0), int(head or 0)
+
     def position(self, executor: Executor) -> int:
-        value = core(executor).execute(self._position).scalar()
-        return int(value or 0)
+        return self.positions(executor)[0]
+
+    def log_head(self, executor: Executor) -> int:
+        return self.positions(executor)[1]
 
     def _track(self, executor: Executor, previous: int, position: int) -> None:
-        t = self.tables.tracking
-        executor = core(executor)
-        if previous == 0 and position > 0:
-            exists = executor.execute(
-                select(t.c.notification_id).where(t.c.application_name == PROJECTION_NAME)
-            ).first()
-            if exists is None:
-                executor.execute(
-                    insert(t).values(application_name=PROJECTION_NAME, notification_id=position)
-                )
-                return
-        done = executor.execute(self._move, {"previous": previous, "position": position})
-        if done.rowcount != 1:  # type: ignore[attr-defined]
-            # someone else moved the position: never apply twice
-            raise RuntimeError(f"tracking position moved under the projector (expected {previous})")
+        connection = core(executor)
+        values = {"previous": previous, "position": position}
+        if execute(connection, self._statement(connection, _move), values) == 1:
+            return
+        if previous == 0 and not fetch(connection, self._statement(connection, _exists), {}):
+            # No tracking row yet (a fresh store or fresh shadow tables): this is the first.
+            execute(connection, self._statement(connection, _start), values)
+            return
+        # someone else moved the position: never apply twice
+        raise RuntimeError(f"tracking position moved under the projector (expected {previous})")
 
     # projecting ------------------------------------------------------------------------
 
@@ -158,76 +159,94 @@ class Projector:
             if on_progress is not None:
                 on_progress(len(page))
 
-    def log_head(self, executor: Executor) -> int:
-        value = core(executor).execute(self._head).scalar()
-        return int(value or 0)
-
     def flush(self, executor: Executor, rowset: RowSet) -> None:
         t = self.tables
-        executor = core(executor)
-        for name, table, rows in (
-            ("sessions", t.sessions, rowset.sessions),
-            ("generations", t.generations, rowset.generations),
-            ("runs", t.runs, rowset.runs),
+        connection = core(executor)
+        for table, rows in (
+            (t.sessions, rowset.sessions),
+            (t.generations, rowset.generations),
+            (t.runs, rowset.runs),
         ):
             inserts, updates, deletes = rows.changes()
-            if inserts:
-                executor.execute(insert(table), [_values(r) for r in inserts])
+            self._insert(connection, table, inserts)
             if updates:
-                executor.execute(self._updates[name], [_keyed(r) for r in updates])
+                key = table.primary_key.columns.values()[0].name
+                statement = STATEMENTS.get(connection, _update, table)
+                renames = {"key_": key}
+                execute_many(
+                    connection, statement, [statement.row_parameters(r, renames) for r in updates]
+                )
             if deletes:
-                key = table.primary_key.columns.values()[0]
-                executor.execute(delete(table).where(key.in_(deletes)))
-        if rowset.entries:
-            executor.execute(insert(t.entries), [_values(e) for e in rowset.entries])
+                self._delete(connection, table, table.primary_key.columns.values()[0].name, deletes)
+        self._insert(connection, t.entries, rowset.entries)
         if rowset.pruned:
-            executor.execute(delete(t.entries).where(t.entries.c.session_id.in_(rowset.pruned)))
-        if rowset.receipts:
-            executor.execute(insert(t.receipts), [_values(r) for r in rowset.receipts])
+            self._delete(connection, t.entries, "session_id", rowset.pruned)
+        self._insert(connection, t.receipts, rowset.receipts)
         rowset.flushed()
 
+    @staticmethod
+    def _insert(connection: Connection, table: Table, rows: Sequence[Any]) -> None:
+        if rows:
+            statement = STATEMENTS.get(connection, _insert_row, table)
+            execute_many(connection, statement, [statement.row_parameters(r) for r in rows])
+
+    @staticmethod
+    def _delete(connection: Connection, table: Table, column: str, keys: Sequence[str]) -> None:
+        statement = STATEMENTS.get(connection, _delete_by, table, column)
+        execute_many(connection, statement, [statement.parameters({"key_": k}) for k in keys])
+
     def receipts(self, executor: Executor, event_ids: Iterable[str]) -> dict[str, ReceiptRow]:
-        ids = list(event_ids)
-        found: dict[str, ReceiptRow] = {}
-        executor = core(executor)
-        for start in range(0, len(ids), IN_CHUNK):
-            chunk = ids[start : start + IN_CHUNK]
-            for row in executor.execute(self._receipts, {"keys": chunk}):
-                found[row.event_id] = ReceiptRow(**row._mapping)
-        return found
+        rows = select_in(core(executor), self.tables.receipts, "event_id", list(event_ids))
+        return {r[0]: ReceiptRow(*r) for r in rows}
 
 
-_STATEMENTS: dict[tuple[str, str], Any] = {}
+def _insert_row(table: Table) -> Any:
+    """INSERT of every column, bound by column name (= the row's attribute name)."""
+    return insert(table).values({c.name: bindparam(c.name) for c in table.columns})
 
 
-def _statements(table: Table, column: Any) -> Any:
-    key = (table.name, column.name)
-    if key not in _STATEMENTS:
-        _STATEMENTS[key] = _in(table, column)
-    return _STATEMENTS[key]
-
-
-def _update_statement(table: Table, key: str) -> Any:
+def _update(table: Table) -> Any:
+    """UPDATE of every column but the key, bound by column name; the key as `key_`."""
+    key = table.primary_key.columns.values()[0]
     return (
         update(table)
-        .where(table.c[key] == bindparam("key_"))
-        .values({c.name: bindparam(c.name) for c in table.columns if c.name != key})
+        .where(key == bindparam("key_"))
+        .values({c.name: bindparam(c.name) for c in table.columns if c.name != key.name})
     )
 
 
-_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+def _delete_by(table: Table, column: str) -> Any:
+    return delete(table).where(table.c[column] == bindparam("key_"))
 
 
-def _values(row: Any) -> dict[str, Any]:
-    """`row_values`, with each row class's field names looked up once."""
-    names = _FIELD_NAMES.get(type(row))
-    if names is None:
-        names = _FIELD_NAMES[type(row)] = tuple(row_values(row))
-    return {name: getattr(row, name) for name in names}
+# The tracking position's statements (per tracking table: live or shadow).
 
 
-def _keyed(row: SessionRow | GenerationRow | RunRow) -> dict[str, Any]:
-    values = _values(row)
-    key = {SessionRow: "session_key", GenerationRow: "session_id", RunRow: "run_id"}[type(row)]
-    values["key_"] = values.pop(key)
-    return values
+def _positions(tracking: Table) -> Any:
+    """The tracking position and the log head, in one round trip."""
+    return text(
+        f"SELECT (SELECT notification_id FROM {tracking.name}"
+        f" WHERE application_name = '{PROJECTION_NAME}'),"
+        f" (SELECT max(id) FROM {EVENTS_TABLE})"
+    )
+
+
+def _move(tracking: Table) -> Any:
+    return (
+        update(tracking)
+        .where(
+            tracking.c.application_name == PROJECTION_NAME,
+            tracking.c.notification_id == bindparam("previous"),
+        )
+        .values(notification_id=bindparam("position"))
+    )
+
+
+def _exists(tracking: Table) -> Any:
+    return select(tracking.c.application_name).where(tracking.c.application_name == PROJECTION_NAME)
+
+
+def _start(tracking: Table) -> Any:
+    return insert(tracking).values(
+        application_name=PROJECTION_NAME, notification_id=bindparam("position")
+    )

@@ -11,12 +11,12 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, cast
 from uuid import UUID
 
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.persistence import InfrastructureFactory, Mapper, Recording, StoredEvent
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
@@ -24,13 +24,18 @@ from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
-from sqlalchemy import Select, Table, bindparam, insert, select
+from sqlalchemy import Connection, Select, Table, bindparam, insert, select, text
 from sqlalchemy.orm import Session, scoped_session
 
 from domain.conversation import Conversation, conversation_id, project_conversation
 from domain.events import Recorded
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
+from projections.statements import STATEMENTS, execute_many, fetch
+
+# Other writers' events beyond this many since our last commit: clear the aggregate
+# cache rather than evicting aggregate by aggregate.
+EVICT_AT_MOST = 10_000
 
 
 @lru_cache(maxsize=64)
@@ -91,9 +96,10 @@ class LedgerSnapshotRecorder(_CoreSelect, SQLAlchemyAggregateRecorder):  # type:
 
 
 class LedgerEventRecorder(_CoreSelect, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
-    """The library's recorder on the library's table, inserting a batch as one Core
-    executemany (SQLAlchemy's insertmanyvalues, RETURNING the ids in parameter order)
-    instead of one ORM object per event."""
+    """The library's recorder on the library's table, inserting a batch as one
+    executemany instead of one ORM object per event: on SQLite through the driver
+    (projections.statements), on PostgreSQL as SQLAlchemy's insertmanyvalues with
+    RETURNING the ids in parameter order."""
 
     def _insert_stored_events(
         self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
@@ -101,14 +107,44 @@ class LedgerEventRecorder(_CoreSelect, SQLAlchemyApplicationRecorder):  # type: 
         if not stored_events:
             return []
         table = self.events_record_cls.__table__
+        connection = session.connection()
+        if connection.dialect.name == "sqlite":
+            statement = STATEMENTS.get(connection, _insert_event, table)
+            execute_many(
+                connection, statement, [statement.row_parameters(e) for e in stored_events]
+            )
+            ((last,),) = fetch(connection, STATEMENTS.get(connection, _last_rowid), {})
+            # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so this
+            # executemany took consecutive ids ending at the last one.
+            return list(range(last - len(stored_events) + 1, last + 1))
         self._lock_table(session)
-        rows = session.connection().execute(
+        rows = connection.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True),
             [_values(e) for e in stored_events],
         )
         ids = [row[0] for row in rows]
         self._notify_channel(session)
         return ids
+
+
+def _insert_event(events: Table) -> Any:
+    return insert(events).values({name: bindparam(name) for name in _STORED_EVENT_FIELDS})
+
+
+def _last_rowid() -> Any:
+    return text("SELECT last_insert_rowid()")
+
+
+_STORED_EVENT_FIELDS = ("originator_id", "originator_version", "topic", "state")
+
+
+@lru_cache(maxsize=4)
+def _changed_since(events: Table) -> Select:  # type: ignore[type-arg]
+    return (
+        select(events.c.originator_id)
+        .where(events.c.id > bindparam("after"), events.c.id <= bindparam("head"))
+        .distinct()
+    )
 
 
 def _values(event: StoredEvent) -> dict[str, Any]:
@@ -142,6 +178,9 @@ class LedgerApplication(Application[UUID]):
 
     def __init__(self, session: scoped_session, cache_size: int = AGGREGATE_CACHE_SIZE) -> None:  # type: ignore[type-arg]
         self._session = session
+        # The log head the aggregate cache is current with (None: not known).
+        self._cache_head: int | None = None
+        self._synchronised_head: int | None = None
         with _CONSTRUCTION:
             self._construct(cache_size)
         session.remove()  # the datastore touched the registry while binding
@@ -173,7 +212,37 @@ class LedgerApplication(Application[UUID]):
         table: Table = recorder.events_record_cls.__table__
         return table
 
+    def synchronise(self, connection: Connection, head: int) -> None:
+        """Bring the aggregate cache up to the log head, at a write transaction's start.
+
+        When no other writer has written since this process's last commit (the usual
+        case) there is nothing to do, and cached aggregates need no fast-forward query
+        per command; otherwise the aggregates those writers changed are evicted."""
+        known = self._cache_head
+        if known != head:
+            cache = cast(LRUCache[UUID, Any], self.repository.cache)
+            if known is None or head < known or head - known > EVICT_AT_MOST:
+                cache.clear()
+            else:
+                for (aggregate_id,) in connection.execute(
+                    _changed_since(self.events_table), {"after": known, "head": head}
+                ):
+                    with contextlib.suppress(KeyError):
+                        cache.get(aggregate_id, evict=True)
+        self._cache_head = self._synchronised_head = head
+
+    def recorded_up_to(self, position: int) -> None:
+        """This transaction wrote the log up to `position` (cached aggregates included)."""
+        self._cache_head = position
+
     def conversation(self, session_key: str) -> Conversation | None:
+        cached = self.repository.cache
+        if cached is not None and self._cache_head is not None:
+            # Current by `synchronise`: no fast-forward query.
+            with contextlib.suppress(KeyError):
+                aggregate = cached.get(conversation_id(session_key))
+                if aggregate is not None:
+                    return cast(Conversation, aggregate)
         try:
             conversation: Conversation = self.repository.get(
                 conversation_id(session_key), projector_func=project_conversation
@@ -197,8 +266,10 @@ class LedgerApplication(Application[UUID]):
                 self.snapshots.put([conversation.take_snapshot()])
         return recordings
 
-    def forget(self, ids: list[UUID]) -> None:
-        """Evict aggregates a failed transaction may have mutated."""
+    def forget(self, ids: Iterable[UUID]) -> None:
+        """Evict aggregates a failed transaction may have mutated; the rest of the cache
+        is as current as it was when the transaction started (nothing of it committed)."""
+        self._cache_head = self._synchronised_head
         cache = self.repository.cache
         if cache is None:
             return

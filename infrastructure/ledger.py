@@ -504,7 +504,7 @@ class Ledger:
         self, decide: Callable[[UnitOfWork], T], finish: Callable[[UnitOfWork, T], R]
     ) -> R:
         """Run a command in one write transaction; `finish` reads the projected rows."""
-        touched: list[UUID] = []
+        touched: set[UUID] = set()
 
         def work(session: Session) -> R:
             touched.clear()

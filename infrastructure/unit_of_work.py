@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import cast
 from uuid import UUID
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from domain.conversation import Conversation
@@ -28,27 +29,31 @@ class UnitOfWork:
     projector: Projector
     session: Session
     read_log: LogReader
-    touched: list[UUID]
+    touched: set[UUID]
     conversations: dict[str, Conversation | None] = field(default_factory=dict)
     pending: list[Recorded] = field(default_factory=list)
     changed: dict[UUID, Conversation] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     position: int = 0
     rowset: RowSet = field(init=False)
+    connection: Connection = field(init=False)
 
     def __post_init__(self) -> None:
         projector = self.projector
+        # Resolved once: each Session.connection() call costs ORM bookkeeping.
+        self.connection = connection = self.session.connection()
         # Anything logged but not yet projected (a crash, an older writer) goes first.
-        self.position, head = projector.positions(self.session)
+        self.position, head = projector.positions(connection)
         if head > self.position:
-            self.position = projector.catch_up(self.session, self.read_log)
-        self.rowset = projector.new_rowset(self.session)
+            self.position = projector.catch_up(connection, self.read_log)
+        self.app.synchronise(connection, head)
+        self.rowset = projector.new_rowset(connection)
 
     def conversation(self, session_key: str) -> Conversation | None:
         if session_key not in self.conversations:
             conversation = self.app.conversation(session_key)
             if conversation is not None:
-                self.touched.append(conversation.id)
+                self.touched.add(conversation.id)
             self.conversations[session_key] = conversation
         return self.conversations[session_key]
 
@@ -62,8 +67,7 @@ class UnitOfWork:
         """Take the aggregate's new events, in the order they were decided."""
         self.conversations[conversation.session_key] = conversation
         self.changed[conversation.id] = conversation
-        if conversation.id not in self.touched:
-            self.touched.append(conversation.id)
+        self.touched.add(conversation.id)
         events = conversation.collect_events()
         self.pending.extend(events)
         return events
@@ -76,9 +80,10 @@ class UnitOfWork:
         recordings = self.app.save_conversations(pending, list(self.changed.values()))
         recorded = [(r.notification.id, cast(LedgerEvent, r.domain_event)) for r in recordings]
         self.transitions.extend(
-            self.projector.project(self.session, self.rowset, recorded, self.position)
+            self.projector.project(self.connection, self.rowset, recorded, self.position)
         )
         self.position = recorded[-1][0]
+        self.app.recorded_up_to(self.position)
 
     def view(self, session_key: str) -> SessionView:
         pointer = self.rowset.session(session_key)

@@ -19,7 +19,7 @@ from domain.events import LedgerEvent
 from projections.fold import Transition
 from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.state import RowSet
-from projections.statements import CompiledStatement, StatementCache, execute, execute_many, fetch
+from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many, fetch
 from projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
 
 # (position, event) pairs after a position, at most `limit` of them.
@@ -34,10 +34,6 @@ def core(executor: Executor) -> Connection:
     """The Core connection of the caller's transaction: statements through an ORM Session
     pay for ORM bookkeeping the projector never uses (a third of a single-event command)."""
     return executor.connection() if isinstance(executor, Session) else executor
-
-
-# Every statement here is compiled once per dialect and table set (projections.statements).
-STATEMENTS = StatementCache()
 
 
 def _in_size(count: int) -> int:

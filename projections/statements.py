@@ -110,6 +110,10 @@ class StatementCache:
         return compiled
 
 
+# Every statement run on the driver, compiled once per builder, arguments and dialect.
+STATEMENTS = StatementCache()
+
+
 @contextmanager
 def driver_cursor(connection: Connection, sql: str, parameters: Any) -> Iterator[Any]:
     """A cursor on the DBAPI connection under `connection` (same transaction); driver

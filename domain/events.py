@@ -12,7 +12,7 @@ Recorded events are immutable pydantic models and versioned with the library's
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Annotated, Any, ClassVar, Literal, Union
 from uuid import UUID
 
@@ -59,8 +59,7 @@ class Fact(Model):
 
     def fingerprint(self) -> str:
         """Digest of the fact's own fields, so a reused eventId can be told from a retry."""
-        fields = FACT_CLASSES[self.type].model_fields
-        return digest(canonical_json(self.model_dump(mode="json", include=set(fields))))
+        return digest(canonical_json(self.model_dump(mode="json", include=_fact_fields(self.type))))
 
 
 class RunStartedFact(Fact):
@@ -198,6 +197,13 @@ IncomingFact = Annotated[
     ],
     Field(discriminator="type"),
 ]
+
+
+@cache
+def _fact_fields(type_: str) -> set[str]:
+    """The fields of the fact a `type` names (recorded events add their own)."""
+    return set(FACT_CLASSES[type_].model_fields)  # shared: never mutated
+
 
 FACT_CLASSES: dict[str, type[Fact]] = {
     cls.model_fields["type"].default: cls

@@ -68,12 +68,9 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _sqlite_text(v: datetime) -> str:
     """The fixed-width text SQLAlchemy's SQLite DATETIME stores (kept, so files stay
-    compatible and text comparisons in SQL stay chronological; strftime's %Y would not
-    pad years before 1000)."""
-    return (
-        f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
-        f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
-    )
+    compatible and text comparisons in SQL stay chronological): `isoformat` pads the
+    year to four digits and, with timespec, always writes microseconds."""
+    return v.replace(tzinfo=None).isoformat(" ", "microseconds")
 
 
 class _SQLiteDateTimeText(String):

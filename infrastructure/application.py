@@ -17,7 +17,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
-from eventsourcing.persistence import InfrastructureFactory, Mapper, Recording, StoredEvent
+from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
 from eventsourcing.utils import Environment
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import (
@@ -253,18 +253,21 @@ class LedgerApplication(Application[UUID]):
 
     def save_conversations(
         self, events: list[Recorded], touched: list[Conversation]
-    ) -> list[Recording[UUID]]:
-        """Record events in the given (decision) order; snapshot aggregates that crossed
-        an interval. EventStore.put is what Application.save does underneath, minus its
-        per-event runtime-protocol checks, which dominated batch ingest."""
-        recordings = self.events.put(events)  # type: ignore[arg-type]
+    ) -> list[tuple[int, Recorded]]:
+        """Record events in the given (decision) order, answering (position, event) pairs;
+        snapshot aggregates that crossed an interval. This is EventStore.put (what
+        Application.save does underneath) minus its per-event runtime-protocol checks
+        and Recording objects, which dominated batch ingest."""
+        stored = [self.mapper.to_stored_event(event) for event in events]  # type: ignore[arg-type]
+        positions = self.recorder.insert_events(stored)
+        assert positions is not None and len(positions) == len(events)
         assert self.snapshots is not None
         added = Counter(event.originator_id for event in events)
         for conversation in touched:
             before = conversation.version - added[conversation.id]
             if conversation.version // SNAPSHOT_INTERVAL > before // SNAPSHOT_INTERVAL:
                 self.snapshots.put([conversation.take_snapshot()])
-        return recordings
+        return list(zip(positions, events, strict=True))
 
     def forget(self, ids: Iterable[UUID]) -> None:
         """Evict aggregates a failed transaction may have mutated; the rest of the cache

@@ -77,8 +77,10 @@ class UnitOfWork:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
-        recordings = self.app.save_conversations(pending, list(self.changed.values()))
-        recorded = [(r.notification.id, cast(LedgerEvent, r.domain_event)) for r in recordings]
+        recorded = cast(
+            list[tuple[int, LedgerEvent]],
+            self.app.save_conversations(pending, list(self.changed.values())),
+        )
         self.transitions.extend(
             self.projector.project(self.connection, self.rowset, recorded, self.position)
         )

@@ -68,9 +68,10 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def _sqlite_text(v: datetime) -> str:
     """The fixed-width text SQLAlchemy's SQLite DATETIME stores (kept, so files stay
-    compatible and text comparisons in SQL stay chronological): `isoformat` pads the
-    year to four digits and, with timespec, always writes microseconds."""
-    return v.replace(tzinfo=None).isoformat(" ", "microseconds")
+    compatible and text comparisons in SQL stay chronological) for a UTC moment:
+    `isoformat` pads the year to four digits and, with timespec, always writes
+    microseconds; the "+00:00" it appends is cut off."""
+    return v.isoformat(" ", "microseconds")[:-6]
 
 
 class _SQLiteDateTimeText(String):

@@ -212,14 +212,16 @@ class LedgerApplication(Application[UUID]):
         table: Table = recorder.events_record_cls.__table__
         return table
 
-    def synchronise(self, connection: Connection, head: int) -> None:
-        """Bring the aggregate cache up to the log head, at a write transaction's start.
+    def synchronise(self, connection: Connection, head: int) -> bool:
+        """Bring the aggregate cache up to the log head, at a write transaction's start;
+        True if no other writer had written since this process's last commit.
 
-        When no other writer has written since this process's last commit (the usual
-        case) there is nothing to do, and cached aggregates need no fast-forward query
-        per command; otherwise the aggregates those writers changed are evicted."""
+        In that (usual) case there is nothing to do, and cached aggregates need no
+        fast-forward query per command; otherwise the aggregates those writers changed
+        are evicted."""
         known = self._cache_head
-        if known != head:
+        fresh = known == head
+        if not fresh:
             cache = cast(LRUCache[UUID, Any], self.repository.cache)
             if known is None or head < known or head - known > EVICT_AT_MOST:
                 cache.clear()
@@ -230,6 +232,7 @@ class LedgerApplication(Application[UUID]):
                     with contextlib.suppress(KeyError):
                         cache.get(aggregate_id, evict=True)
         self._cache_head = self._synchronised_head = head
+        return fresh
 
     def recorded_up_to(self, position: int) -> None:
         """This transaction wrote the log up to `position` (cached aggregates included)."""

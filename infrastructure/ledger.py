@@ -54,7 +54,7 @@ from infrastructure.unit_of_work import UnitOfWork
 from infrastructure.validation import check_new_session_id, checked_session_key, parse_batch
 from projections.audit import AuditReport
 from projections.audit import report as audit_report
-from projections.projector import Executor, Projector
+from projections.projector import Executor, Projector, RowCache
 from projections.queries import Page, Queries
 from projections.replay import Mismatch, compare, replayed_rows, stored_rows
 from projections.reports import StatusReport, status_report
@@ -99,7 +99,7 @@ class Ledger:
         self.policy = policy or FreshnessPolicy()
         self.clock = clock
         self.app = LedgerApplication(database.sessions)
-        self.projector = Projector(TABLES)
+        self.projector = Projector(TABLES, RowCache())
         self.queries = Queries(TABLES)
         self.event_log = EventLog(self.app.mapper, self.app.events_table)
         self.commits = self._commit_queue()
@@ -513,7 +513,13 @@ class Ledger:
             uow.commit()
             return finish(uow, result)
 
-        return self.database.write(work, on_failure=lambda: self.app.forget(touched))
+        return self.database.write(work, on_failure=lambda: self._forget(touched))
+
+    def _forget(self, touched: set[UUID]) -> None:
+        """A transaction failed: nothing it decided or folded was committed."""
+        self.app.forget(touched)
+        if self.projector.rows is not None:
+            self.projector.rows.clear()
 
     def _generation_fact(
         self,

@@ -267,6 +267,7 @@ def rebuild(ledger: Ledger, on_progress: Progress = None) -> int:
                 application_name=PROJECTION_NAME, notification_id=position
             )
         )
+        ledger.projector.new_epoch(session)  # rows cached by any process are void now
         return position
 
     position = ledger.database.write(swap)

@@ -42,11 +42,15 @@ class UnitOfWork:
         projector = self.projector
         # Resolved once: each Session.connection() call costs ORM bookkeeping.
         self.connection = connection = self.session.connection()
-        # Anything logged but not yet projected (a crash, an older writer) goes first.
-        self.position, head = projector.positions(connection)
-        if head > self.position:
+        position, head, epoch = projector.positions(connection)
+        fresh = self.app.synchronise(connection, head)
+        if projector.rows is not None:
+            # Before any catch-up reads rows: events it folds were not ours.
+            projector.rows.trust(fresh and head == position, epoch)
+        self.position = position
+        if head > position:
+            # Anything logged but not yet projected (a crash, an older writer) goes first.
             self.position = projector.catch_up(connection, self.read_log)
-        self.app.synchronise(connection, head)
         self.rowset = projector.new_rowset(connection)
 
     def conversation(self, session_key: str) -> Conversation | None:

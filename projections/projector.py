@@ -9,8 +9,9 @@ rebuild into fresh tables, or events written by an older version).
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Connection, Table, bindparam, delete, insert, select, text, update
 from sqlalchemy.orm import Session
@@ -27,6 +28,8 @@ LogReader = Callable[[int, int], Sequence[tuple[int, LedgerEvent]]]
 Executor = Connection | Session
 
 CATCH_UP_PAGE = 1000
+# A second row of the tracking table: a random number a rebuild replaces.
+EPOCH_NAME = "read-models-epoch"
 IN_CHUNK = 512  # keys per IN (…): stay under bind-parameter limits
 
 
@@ -61,29 +64,92 @@ def _select_in(table: Table, column: str, size: int) -> Any:
     return select(table).where(table.c[column].in_([bindparam(f"k{i}") for i in range(size)]))
 
 
-class SqlRowLoader:
-    """Loads rows for the fold, one query per table per batch."""
+class RowCache:
+    """The session, generation and run rows the live projector last wrote or read,
+    kept between commands so a command on a warm key issues no row queries.
 
-    def __init__(self, executor: Executor, tables: ReadModelTables) -> None:
+    Only this process's writes keep it true, so the unit of work empties it whenever
+    anything else may have changed the read models: another writer's events (the log
+    head is not the one this process last committed), a catch-up, a rebuild (the
+    read-model epoch changed), or a failed transaction (its rows never committed).
+    Absent rows are remembered too (None). Bounded: a full table is emptied."""
+
+    LIMIT = 20_000
+
+    def __init__(self) -> None:
+        self.tables: dict[str, dict[str, Any]] = {"sessions": {}, "generations": {}, "runs": {}}
+        self.epoch: int | None = None
+
+    def clear(self) -> None:
+        for rows in self.tables.values():
+            rows.clear()
+
+    def trust(self, fresh: bool, epoch: int | None) -> None:
+        """Keep the rows only if nothing else changed the read models since."""
+        if not fresh or epoch != self.epoch:
+            self.clear()
+        self.epoch = epoch
+
+    def put(self, name: str, rows: dict[str, Any]) -> None:
+        known = self.tables[name]
+        if len(known) + len(rows) > self.LIMIT:
+            known.clear()
+        known.update(rows)
+
+
+class SqlRowLoader:
+    """Loads rows for the fold, one query per table per batch (rows the cache knows,
+    none)."""
+
+    def __init__(
+        self, executor: Executor, tables: ReadModelTables, cache: RowCache | None = None
+    ) -> None:
         self.executor = core(executor)
         self.tables = tables
+        self.cache = cache
 
     def load_sessions(self, keys: Iterable[str]) -> dict[str, SessionRow]:
-        rows = select_in(self.executor, self.tables.sessions, "session_key", list(keys))
-        return {r[0]: SessionRow(*r) for r in rows}
+        return self._load("sessions", self.tables.sessions, SessionRow, keys)
 
     def load_generations(self, session_ids: Iterable[str]) -> dict[str, GenerationRow]:
-        rows = select_in(self.executor, self.tables.generations, "session_id", list(session_ids))
-        return {r[0]: GenerationRow(*r) for r in rows}
+        return self._load("generations", self.tables.generations, GenerationRow, session_ids)
 
     def load_runs(self, run_ids: Iterable[str]) -> dict[str, RunRow]:
-        rows = select_in(self.executor, self.tables.runs, "run_id", list(run_ids))
-        return {r[0]: RunRow(*r) for r in rows}
+        return self._load("runs", self.tables.runs, RunRow, run_ids)
+
+    def _load(self, name: str, table: Table, row_type: Any, keys: Iterable[str]) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        missing = list(keys)
+        if self.cache is not None:
+            known = self.cache.tables[name]
+            wanted, missing = missing, []
+            for key in wanted:
+                if key not in known:
+                    missing.append(key)
+                elif (row := known[key]) is not None:
+                    found[key] = row
+        if missing:
+            # The primary key is each table's first column (and each row's first field).
+            key_column = table.primary_key.columns.values()[0].name
+            loaded = {
+                r[0]: row_type(*r) for r in select_in(self.executor, table, key_column, missing)
+            }
+            found.update(loaded)
+            if self.cache is not None:
+                self.cache.put(name, {key: loaded.get(key) for key in missing})
+        return found
+
+
+class Positions(NamedTuple):
+    position: int  # the tracking position: the last log entry folded
+    head: int  # the log head
+    epoch: int | None  # changes whenever the read models are rebuilt
 
 
 class Projector:
-    def __init__(self, tables: ReadModelTables) -> None:
+    def __init__(self, tables: ReadModelTables, rows: RowCache | None = None) -> None:
         self.tables = tables
+        self.rows = rows
 
     def _statement(
         self, connection: Connection, build: Callable[[Table], Any]
@@ -92,11 +158,18 @@ class Projector:
 
     # tracking --------------------------------------------------------------------------
 
-    def positions(self, executor: Executor) -> tuple[int, int]:
-        """(tracking position, log head) in one statement."""
+    def positions(self, executor: Executor) -> Positions:
+        """Tracking position, log head and read-model epoch, in one statement."""
         connection = core(executor)
-        ((position, head),) = fetch(connection, self._statement(connection, _positions), {})
-        return int(position or 0), int(head or 0)
+        ((position, head, epoch),) = fetch(connection, self._statement(connection, _positions), {})
+        return Positions(int(position or 0), int(head or 0), epoch)
+
+    def new_epoch(self, executor: Executor) -> None:
+        """Mark the read models as replaced (a rebuild): every process's row cache goes."""
+        connection = core(executor)
+        values = {"epoch": secrets.randbits(62)}
+        execute(connection, self._statement(connection, _drop_epoch), values)
+        execute(connection, self._statement(connection, _set_epoch), values)
 
     def position(self, executor: Executor) -> int:
         return self.positions(executor)[0]
@@ -119,7 +192,7 @@ class Projector:
     # projecting ------------------------------------------------------------------------
 
     def new_rowset(self, executor: Executor) -> RowSet:
-        return RowSet(SqlRowLoader(executor, self.tables))
+        return RowSet(SqlRowLoader(executor, self.tables, self.rows))
 
     def project(
         self,
@@ -158,11 +231,13 @@ class Projector:
     def flush(self, executor: Executor, rowset: RowSet) -> None:
         t = self.tables
         connection = core(executor)
-        for table, rows in (
-            (t.sessions, rowset.sessions),
-            (t.generations, rowset.generations),
-            (t.runs, rowset.runs),
+        for name, table, rows in (
+            ("sessions", t.sessions, rowset.sessions),
+            ("generations", t.generations, rowset.generations),
+            ("runs", t.runs, rowset.runs),
         ):
+            if self.rows is not None:
+                self.rows.put(name, {key: rows.rows[key] for key in rows.dirty})
             inserts, updates, deletes = rows.changes()
             self._insert(connection, table, inserts)
             if updates:
@@ -223,8 +298,18 @@ def _positions(tracking: Table) -> Any:
     return text(
         f"SELECT (SELECT notification_id FROM {tracking.name}"
         f" WHERE application_name = '{PROJECTION_NAME}'),"
-        f" (SELECT max(id) FROM {EVENTS_TABLE})"
+        f" (SELECT max(id) FROM {EVENTS_TABLE}),"
+        f" (SELECT notification_id FROM {tracking.name}"
+        f" WHERE application_name = '{EPOCH_NAME}')"
     )
+
+
+def _drop_epoch(tracking: Table) -> Any:
+    return delete(tracking).where(tracking.c.application_name == EPOCH_NAME)
+
+
+def _set_epoch(tracking: Table) -> Any:
+    return insert(tracking).values(application_name=EPOCH_NAME, notification_id=bindparam("epoch"))
 
 
 def _move(tracking: Table) -> Any:

@@ -24,14 +24,15 @@ from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select, text
+from sqlalchemy import Connection, Integer, Select, Table, bindparam, func, insert, select
 from sqlalchemy.orm import Session, scoped_session
 
 from domain.conversation import Conversation, conversation_id, project_conversation
 from domain.events import Recorded
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
-from projections.statements import STATEMENTS, execute_many, fetch
+from projections.raw import RawSelect
+from projections.statements import STATEMENTS, execute_many
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -113,7 +114,7 @@ class LedgerEventRecorder(_CoreSelect, SQLAlchemyApplicationRecorder):  # type: 
             execute_many(
                 connection, statement, [statement.row_parameters(e) for e in stored_events]
             )
-            ((last,),) = fetch(connection, STATEMENTS.get(connection, _last_rowid), {})
+            ((last,),) = _LAST_ROWID.rows(connection, _values_of)
             # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so this
             # executemany took consecutive ids ending at the last one.
             return list(range(last - len(stored_events) + 1, last + 1))
@@ -131,8 +132,11 @@ def _insert_event(events: Table) -> Any:
     return insert(events).values({name: bindparam(name) for name in _STORED_EVENT_FIELDS})
 
 
-def _last_rowid() -> Any:
-    return text("SELECT last_insert_rowid()")
+_LAST_ROWID = RawSelect(select(func.last_insert_rowid(type_=Integer)))
+
+
+def _values_of(*values: Any) -> tuple[Any, ...]:
+    return values
 
 
 _STORED_EVENT_FIELDS = ("originator_id", "originator_version", "topic", "state")

@@ -11,22 +11,37 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NamedTuple
+from operator import attrgetter
+from typing import Any, NamedTuple, TypeVar
 
-from sqlalchemy import Connection, Table, bindparam, delete, insert, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Table,
+    bindparam,
+    column,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
 from domain.events import LedgerEvent
 from projections.fold import Transition
+from projections.raw import RawSelect, positional
 from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.state import RowSet
-from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many, fetch
+from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many
 from projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
 
 # (position, event) pairs after a position, at most `limit` of them.
 LogReader = Callable[[int, int], Sequence[tuple[int, LedgerEvent]]]
 Executor = Connection | Session
 
+T = TypeVar("T")
 CATCH_UP_PAGE = 1000
 # A second row of the tracking table: a random number a rebuild replaces.
 EPOCH_NAME = "read-models-epoch"
@@ -48,20 +63,45 @@ def _in_size(count: int) -> int:
     return size
 
 
-def select_in(connection: Connection, table: Table, column: str, keys: Sequence[Any]) -> list[Any]:
+def select_in(
+    connection: Connection, table: Table, column: str, keys: Sequence[Any], into: Callable[..., T]
+) -> list[T]:
     """Rows of `table` whose `column` is one of `keys`, decoded, in chunks."""
-    rows: list[Any] = []
+    rows: list[T] = []
     for start in range(0, len(keys), IN_CHUNK):
         chunk = list(keys[start : start + IN_CHUNK])
         size = _in_size(len(chunk))
-        statement = STATEMENTS.get(connection, _select_in, table, column, size)
         chunk += [chunk[0]] * (size - len(chunk))
-        rows.extend(fetch(connection, statement, {f"k{i}": key for i, key in enumerate(chunk)}))
+        query = _select(_select_in, table, column, size)
+        rows.extend(query.rows(connection, into, **{f"k{i}": key for i, key in enumerate(chunk)}))
     return rows
+
+
+_SELECTS: dict[tuple[Any, ...], RawSelect] = {}
+
+
+def _select(build: Callable[..., Any], *args: Any) -> RawSelect:
+    """The RawSelect of a statement builder and its arguments, built once."""
+    key = (build, *args)
+    query = _SELECTS.get(key)
+    if query is None:
+        query = _SELECTS[key] = RawSelect(build(*args))
+    return query
+
+
+def _values(*values: Any) -> tuple[Any, ...]:
+    return values
 
 
 def _select_in(table: Table, column: str, size: int) -> Any:
     return select(table).where(table.c[column].in_([bindparam(f"k{i}") for i in range(size)]))
+
+
+# Rows are built by position: tables declare their columns in the rows' field order.
+_RECEIPT = positional(ReceiptRow)
+_BUILDERS: dict[type, Callable[..., Any]] = {
+    row_type: positional(row_type) for row_type in (SessionRow, GenerationRow, RunRow)
+}
 
 
 class RowCache:
@@ -131,9 +171,9 @@ class SqlRowLoader:
         if missing:
             # The primary key is each table's first column (and each row's first field).
             key_column = table.primary_key.columns.values()[0].name
-            loaded = {
-                r[0]: row_type(*r) for r in select_in(self.executor, table, key_column, missing)
-            }
+            rows = select_in(self.executor, table, key_column, missing, _BUILDERS[row_type])
+            key_of = attrgetter(key_column)
+            loaded = {key_of(row): row for row in rows}
             found.update(loaded)
             if self.cache is not None:
                 self.cache.put(name, {key: loaded.get(key) for key in missing})
@@ -161,7 +201,9 @@ class Projector:
     def positions(self, executor: Executor) -> Positions:
         """Tracking position, log head and read-model epoch, in one statement."""
         connection = core(executor)
-        ((position, head, epoch),) = fetch(connection, self._statement(connection, _positions), {})
+        ((position, head, epoch),) = _select(_positions, self.tables.tracking).rows(
+            connection, _values
+        )
         return Positions(int(position or 0), int(head or 0), epoch)
 
     def new_epoch(self, executor: Executor) -> None:
@@ -182,7 +224,7 @@ class Projector:
         values = {"previous": previous, "position": position}
         if execute(connection, self._statement(connection, _move), values) == 1:
             return
-        if previous == 0 and not fetch(connection, self._statement(connection, _exists), {}):
+        if previous == 0 and not _select(_exists, self.tables.tracking).rows(connection, _values):
             # No tracking row yet (a fresh store or fresh shadow tables): this is the first.
             execute(connection, self._statement(connection, _start), values)
             return
@@ -267,8 +309,10 @@ class Projector:
         execute_many(connection, statement, [statement.parameters({"key_": k}) for k in keys])
 
     def receipts(self, executor: Executor, event_ids: Iterable[str]) -> dict[str, ReceiptRow]:
-        rows = select_in(core(executor), self.tables.receipts, "event_id", list(event_ids))
-        return {r[0]: ReceiptRow(*r) for r in rows}
+        rows = select_in(
+            core(executor), self.tables.receipts, "event_id", list(event_ids), _RECEIPT
+        )
+        return {r.event_id: r for r in rows}
 
 
 def _insert_row(table: Table) -> Any:
@@ -294,14 +338,15 @@ def _delete_by(table: Table, column: str) -> Any:
 
 
 def _positions(tracking: Table) -> Any:
-    """The tracking position and the log head, in one round trip."""
-    return text(
-        f"SELECT (SELECT notification_id FROM {tracking.name}"
-        f" WHERE application_name = '{PROJECTION_NAME}'),"
-        f" (SELECT max(id) FROM {EVENTS_TABLE}),"
-        f" (SELECT notification_id FROM {tracking.name}"
-        f" WHERE application_name = '{EPOCH_NAME}')"
-    )
+    """The tracking position, the log head and the read-model epoch, in one round trip."""
+
+    def tracked(name: str) -> Any:
+        c = tracking.c
+        return select(c.notification_id).where(c.application_name == name).scalar_subquery()
+
+    events = table_clause(EVENTS_TABLE, column("id", BigInteger))
+    head = select(func.max(events.c.id)).scalar_subquery()
+    return select(tracked(PROJECTION_NAME), head, tracked(EPOCH_NAME))
 
 
 def _drop_epoch(tracking: Table) -> Any:

@@ -198,7 +198,7 @@ class RawSelect:
             if compiled.positional is None
             else [values[name] for name in compiled.positional]
         )
-        with _driver_errors(connection, compiled.sql, args):
+        with driver_errors(connection, compiled.sql, args):
             if not connection.in_transaction():
                 connection.begin()  # what Connection.execute's autobegin would do
             cursor = connection.connection.cursor()
@@ -237,7 +237,7 @@ class RawSelect:
 
 
 @contextmanager
-def _driver_errors(connection: Connection, sql: str, params: Any) -> Iterator[None]:
+def driver_errors(connection: Connection, sql: str, params: Any) -> Iterator[None]:
     """Driver errors as SQLAlchemy would raise them (what translate_faults expects),
     invalidating the connection when the database went away."""
     dbapi_error = connection.dialect.loaded_dbapi.Error

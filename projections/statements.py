@@ -1,44 +1,34 @@
-"""Core statements compiled once per dialect and run on the driver's cursor.
+"""Writes on the driver's cursor: INSERT/UPDATE/DELETE compiled once per dialect.
 
-SQLAlchemy's per-execute machinery (compiled-cache lookup, parameter processing,
-result wrapping) cost 50-100 µs a statement against 5-10 µs in the driver, and the
-write path runs about a dozen statements per command; for executemany its per-row
-bind processing was a third of ingest and rebuild. The SQL text and the value
-conversions stay SQLAlchemy's own: the statement is compiled for the connection's
-dialect and each value passes through its column type's bind or result processor,
-so rows read and written here are byte-for-byte those SQLAlchemy would read and write.
-Statements run inside the caller's transaction (the same DBAPI connection).
+SQLAlchemy's per-execute machinery (compiled-cache lookup, parameter processing)
+cost 50-100 µs a statement against 5-10 µs in the driver, and the write path runs
+several statements per command; for executemany its per-row bind processing was a
+third of ingest and rebuild. The SQL text and the value conversions stay
+SQLAlchemy's own: the statement is compiled for the connection's dialect and each
+value passes through its column type's bind processor, so what is stored is what
+SQLAlchemy would store. Reads go through projections.raw (RawSelect); both run in
+the caller's transaction and raise driver errors as SQLAlchemy's.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from operator import attrgetter
 from typing import Any, cast
 
 from sqlalchemy import Connection, Dialect
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
-from sqlalchemy.sql.elements import ColumnElement
 
-Processor = Callable[[Any], Any] | None
+from projections.raw import driver_errors
 
 
 class CompiledStatement:
     """One statement's SQL for one dialect, its parameters in the driver's order, and
-    the conversions of its parameters and result columns."""
+    the conversion of each parameter."""
 
-    __slots__ = (
-        "_active_binds",
-        "_active_results",
-        "_defaults",
-        "_getters",
-        "names",
-        "positional",
-        "sql",
-    )
+    __slots__ = ("_active_binds", "_defaults", "_getters", "names", "positional", "sql")
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
@@ -51,15 +41,8 @@ class CompiledStatement:
         binds = [
             by_name[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         ]
-        columns: Sequence[ColumnElement[Any]] = getattr(statement, "selected_columns", ())
-        returning = getattr(statement, "_returning", ())
-        results = [
-            column.type.dialect_impl(dialect).result_processor(dialect, None)
-            for column in (list(columns) or list(returning))
-        ]
-        # Only the columns whose type converts anything cost a call.
+        # Only the parameters whose type converts anything cost a call.
         self._active_binds = [(i, p) for i, p in enumerate(binds) if p is not None]
-        self._active_results = [(i, p) for i, p in enumerate(results) if p is not None]
         self._defaults = compiled.construct_params(_check=False)
         self._getters: dict[tuple[tuple[str, str], ...], Callable[[Any], Any]] = {}
 
@@ -85,13 +68,6 @@ class CompiledStatement:
             values[index] = process(values[index])
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
 
-    def decode(self, row: Sequence[Any]) -> list[Any]:
-        values = list(row)
-        for index, process in self._active_results:
-            if values[index] is not None:
-                values[index] = process(values[index])
-        return values
-
 
 class StatementCache:
     """Compiled statements by builder, its arguments and the dialect: each Core
@@ -110,36 +86,19 @@ class StatementCache:
         return compiled
 
 
-# Every statement run on the driver, compiled once per builder, arguments and dialect.
+# Every write run on the driver, compiled once per builder, arguments and dialect.
 STATEMENTS = StatementCache()
 
 
 @contextmanager
 def driver_cursor(connection: Connection, sql: str, parameters: Any) -> Iterator[Any]:
-    """A cursor on the DBAPI connection under `connection` (same transaction); driver
-    errors surface as SQLAlchemy's, like every other statement's, so fault mapping
-    (infrastructure.database.translate_faults) sees one family of exceptions."""
-    dialect = connection.dialect
-    cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        yield cursor
-    except dialect.loaded_dbapi.Error as e:
-        raise DBAPIError.instance(
-            sql, parameters, e, dialect.loaded_dbapi.Error, dialect=dialect
-        ) from e
-    finally:
-        cursor.close()
-
-
-def fetch(
-    connection: Connection, statement: CompiledStatement, values: Mapping[str, Any]
-) -> list[list[Any]]:
-    """Rows of a SELECT (or RETURNING), each value converted as SQLAlchemy would."""
-    parameters = statement.parameters(values)
-    with driver_cursor(connection, statement.sql, parameters) as cursor:
-        cursor.execute(statement.sql, parameters)
-        rows = cursor.fetchall()
-    return [statement.decode(row) for row in rows]
+    """A cursor on the DBAPI connection under `connection` (same transaction)."""
+    with driver_errors(connection, sql, parameters):
+        cursor = connection.connection.cursor()
+        try:
+            yield cursor
+        finally:
+            cursor.close()
 
 
 def execute(connection: Connection, statement: CompiledStatement, values: Mapping[str, Any]) -> int:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from domain.events import LedgerEvent
 from projections.fold import Transition
-from projections.raw import RawSelect, positional
+from projections.raw import RawSelect, in_field_order, positional
 from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.state import RowSet
 from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many
@@ -64,15 +64,16 @@ def _in_size(count: int) -> int:
 
 
 def select_in(
-    connection: Connection, table: Table, column: str, keys: Sequence[Any], into: Callable[..., T]
+    connection: Connection, table: Table, column: str, keys: Sequence[Any], row_type: type[T]
 ) -> list[T]:
-    """Rows of `table` whose `column` is one of `keys`, decoded, in chunks."""
+    """Rows of `table` whose `column` is one of `keys`, as `row_type`, in chunks."""
+    into = _BUILDERS[row_type]
     rows: list[T] = []
     for start in range(0, len(keys), IN_CHUNK):
         chunk = list(keys[start : start + IN_CHUNK])
         size = _in_size(len(chunk))
         chunk += [chunk[0]] * (size - len(chunk))
-        query = _select(_select_in, table, column, size)
+        query = _select(_select_in, table, column, size, row_type)
         rows.extend(query.rows(connection, into, **{f"k{i}": key for i, key in enumerate(chunk)}))
     return rows
 
@@ -93,14 +94,15 @@ def _values(*values: Any) -> tuple[Any, ...]:
     return values
 
 
-def _select_in(table: Table, column: str, size: int) -> Any:
-    return select(table).where(table.c[column].in_([bindparam(f"k{i}") for i in range(size)]))
+def _select_in(table: Table, column: str, size: int, row_type: type) -> Any:
+    # Selected in the row's field order: rows are built by position.
+    return select(*in_field_order(table, row_type)).where(
+        table.c[column].in_([bindparam(f"k{i}") for i in range(size)])
+    )
 
 
-# Rows are built by position: tables declare their columns in the rows' field order.
-_RECEIPT = positional(ReceiptRow)
 _BUILDERS: dict[type, Callable[..., Any]] = {
-    row_type: positional(row_type) for row_type in (SessionRow, GenerationRow, RunRow)
+    row_type: positional(row_type) for row_type in (SessionRow, GenerationRow, RunRow, ReceiptRow)
 }
 
 
@@ -171,7 +173,7 @@ class SqlRowLoader:
         if missing:
             # The primary key is each table's first column (and each row's first field).
             key_column = table.primary_key.columns.values()[0].name
-            rows = select_in(self.executor, table, key_column, missing, _BUILDERS[row_type])
+            rows = select_in(self.executor, table, key_column, missing, row_type)
             key_of = attrgetter(key_column)
             loaded = {key_of(row): row for row in rows}
             found.update(loaded)
@@ -310,7 +312,7 @@ class Projector:
 
     def receipts(self, executor: Executor, event_ids: Iterable[str]) -> dict[str, ReceiptRow]:
         rows = select_in(
-            core(executor), self.tables.receipts, "event_id", list(event_ids), _RECEIPT
+            core(executor), self.tables.receipts, "event_id", list(event_ids), ReceiptRow
         )
         return {r.event_id: r for r in rows}
 

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from domain.events import LedgerEvent
 from projections.fold import Transition
-from projections.raw import RawSelect, in_field_order, positional
+from projections.raw import RawSelect, builder, in_field_order
 from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.state import RowSet
 from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many
@@ -102,7 +102,7 @@ def _select_in(table: Table, column: str, size: int, row_type: type) -> Any:
 
 
 _BUILDERS: dict[type, Callable[..., Any]] = {
-    row_type: positional(row_type) for row_type in (SessionRow, GenerationRow, RunRow, ReceiptRow)
+    row_type: builder(row_type) for row_type in (SessionRow, GenerationRow, RunRow, ReceiptRow)
 }
 
 

@@ -43,7 +43,10 @@ class SessionsStore:
     path: Path
     sessions: int
     events: int
-    built_at: datetime  # the facts' occurredAt; readers' clocks sit just after it
+    built_at: datetime  # the facts' occurredAt
+    # When the last fact was recorded: readers' clocks sit just after it, so a report's
+    # window (recordedAt, 60 minutes) covers every run however long the build took.
+    finished_at: datetime
 
     @property
     def url(self) -> str:
@@ -79,6 +82,7 @@ def sessions_store(sessions: int, *, fresh: bool = False, log: bool = True) -> S
             sessions,
             info["events"],
             datetime.fromisoformat(info["builtAt"]),
+            datetime.fromisoformat(info["finishedAt"]),
         )
     if CACHE.exists():  # stores of older code only take disk space
         for old in CACHE.glob(f"sessions-{sessions}-*"):
@@ -98,11 +102,20 @@ def sessions_store(sessions: int, *, fresh: bool = False, log: bool = True) -> S
                 rate = done * 10 / (time.perf_counter() - started)
                 print(f"  building: {done:,}/{sessions:,} sessions ({rate:,.0f} events/s)")
         events = ledger.positions()[1]
-    meta.write_text(json.dumps({"events": events, "builtAt": built_at.isoformat()}))
+    finished_at = datetime.now(UTC)
+    meta.write_text(
+        json.dumps(
+            {
+                "events": events,
+                "builtAt": built_at.isoformat(),
+                "finishedAt": finished_at.isoformat(),
+            }
+        )
+    )
     if log:
         elapsed = time.perf_counter() - started
         print(f"  built {sessions:,} sessions, {events:,} events in {elapsed:.0f} s: {path}")
-    return SessionsStore(path, sessions, events, built_at)
+    return SessionsStore(path, sessions, events, built_at, finished_at)
 
 
 def write_conversations(ledger: Ledger, indexes: range, at: datetime) -> None:

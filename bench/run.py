@@ -287,7 +287,7 @@ class Bench:
 
     def store_reads(self) -> None:
         store = self.store
-        clock = store.built_at + timedelta(minutes=5)
+        clock = store.finished_at + timedelta(minutes=1)
         rng = random.Random(7)
         raw = sqlite_select(store.path)
         row_sql = (

@@ -34,7 +34,7 @@ _STORED_BY = [
     "migrations/versions/*.py",
     "bench/facts.py",
 ]
-FIXTURE_VERSION = 1  # bump when write_conversations changes what it stores
+FIXTURE_VERSION = 2  # bump when write_conversations or meta.json change what they store
 KEYS_PER_TRANSACTION = 200
 
 

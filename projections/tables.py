@@ -96,6 +96,7 @@ class Tuple(TypeDecorator[tuple[str, ...]]):
 
 KEY = String(512)
 ID = String(128)
+KEY_PART = String(512)  # agent, channel, kind: a part of a key may be nearly all of it
 SHORT = String(32)
 
 
@@ -123,9 +124,9 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         metadata,
         Column("session_key", KEY, primary_key=True),
         Column("session_id", ID, nullable=False),
-        Column("agent", String(128)),
-        Column("channel", String(128)),
-        Column("kind", String(128)),
+        Column("agent", KEY_PART),
+        Column("channel", KEY_PART),
+        Column("kind", KEY_PART),
         Column("created_at", UTCDateTime, nullable=False),
         Column("position", BigInteger, nullable=False),
         Index(f"ix_ledger_sessions{suffix}_agent_channel", "agent", "channel"),
@@ -198,8 +199,8 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("ended_position", BigInteger),
         Column("updated_at", UTCDateTime, nullable=False),
         # parsed from the key like the session row's (0005 added them, hence last)
-        Column("agent", String(128)),
-        Column("channel", String(128)),
+        Column("agent", KEY_PART),
+        Column("channel", KEY_PART),
         Index(f"ix_ledger_runs{suffix}_session_id", "session_id"),
         Index(f"ix_ledger_runs{suffix}_status_updated_at", "status", "updated_at"),
         Index(f"ix_ledger_runs{suffix}_started_at", "started_at"),

@@ -15,7 +15,6 @@ import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from itertools import starmap
 from numbers import Number
 from typing import Any, TypeVar, cast
@@ -36,28 +35,10 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from projections.tables import Tuple, UTCDateTime
+from projections.tables import Tuple, UTCDateTime, read_utc
 
 Decoder = Callable[[Any], Any]
 T = TypeVar("T")
-
-
-def _utc(value: Any) -> datetime | None:
-    """UTCDateTime.process_result_value, with SQLite's text parsed by one C call."""
-    if value is None:
-        return None
-    if type(value) is str:
-        try:
-            # The stored text carries no offset: reading it as UTC is one call, where
-            # fromisoformat + replace(tzinfo=) is four times slower.
-            return datetime.fromisoformat(value + "+00:00")
-        except ValueError:
-            return datetime.fromisoformat(value).replace(tzinfo=UTC)
-    if value.tzinfo is None:
-        naive: datetime = value
-        return naive.replace(tzinfo=UTC)
-    aware: datetime = value.astimezone(UTC)
-    return aware
 
 
 def _json_text(loads: Callable[[str], Any]) -> Decoder:
@@ -110,7 +91,7 @@ def decoder(column_type: Any, dialect: Dialect) -> Decoder | None:
     # What SQLAlchemy's JSON type decodes with: the engine's json_deserializer.
     loads = getattr(dialect, "_json_deserializer", None) or json.loads
     if isinstance(column_type, UTCDateTime):
-        return _utc
+        return read_utc
     if isinstance(column_type, Tuple):
         # psycopg decodes JSON itself (with the engine's deserializer); SQLite returns text.
         return _json_tuple_text(loads) if sqlite else _tuple

@@ -55,15 +55,26 @@ class UTCDateTime(TypeDecorator[datetime]):
         return _sqlite_text(value) if dialect.name == "sqlite" else value
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if isinstance(value, str):
+        return read_utc(value)
+
+
+def read_utc(value: Any) -> datetime | None:
+    """A stored timestamp as an aware UTC datetime: SQLite's text (no offset, read as
+    UTC), or the driver's datetime. Also the raw reads' decoder (projections/raw.py)."""
+    if value is None:
+        return None
+    if type(value) is str:
+        try:
+            # Reading the text as UTC in one C call: fromisoformat then replace(tzinfo=)
+            # is four times slower.
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:
             return datetime.fromisoformat(value).replace(tzinfo=UTC)
-        if value.tzinfo is None:
-            naive: datetime = value
-            return naive.replace(tzinfo=UTC)
-        result: datetime = value.astimezone(UTC)
-        return result
+    if value.tzinfo is None:
+        naive: datetime = value
+        return naive.replace(tzinfo=UTC)
+    aware: datetime = value.astimezone(UTC)
+    return aware
 
 
 def _sqlite_text(v: datetime) -> str:

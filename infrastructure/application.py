@@ -31,7 +31,7 @@ from domain.conversation import Conversation, conversation_id, project_conversat
 from domain.events import Recorded
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
-from projections.raw import RawSelect
+from projections.raw import RawSelect, as_tuple
 from projections.statements import STATEMENTS, execute_many
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
@@ -114,7 +114,7 @@ class LedgerEventRecorder(_CoreSelect, SQLAlchemyApplicationRecorder):  # type: 
             execute_many(
                 connection, statement, [statement.row_parameters(e) for e in stored_events]
             )
-            ((last,),) = _LAST_ROWID.rows(connection, _values_of)
+            ((last,),) = _LAST_ROWID.rows(connection, as_tuple)
             # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so this
             # executemany took consecutive ids ending at the last one.
             return list(range(last - len(stored_events) + 1, last + 1))
@@ -135,10 +135,6 @@ def _insert_event(events: Table) -> Any:
 _LAST_ROWID = RawSelect(select(func.last_insert_rowid(type_=Integer)))
 
 
-def _values_of(*values: Any) -> tuple[Any, ...]:
-    return values
-
-
 _STORED_EVENT_FIELDS = ("originator_id", "originator_version", "topic", "state")
 
 
@@ -152,12 +148,7 @@ def _changed_since(events: Table) -> Select:  # type: ignore[type-arg]
 
 
 def _values(event: StoredEvent) -> dict[str, Any]:
-    return {
-        "originator_id": event.originator_id,
-        "originator_version": event.originator_version,
-        "topic": event.topic,
-        "state": event.state,
-    }
+    return {name: getattr(event, name) for name in _STORED_EVENT_FIELDS}
 
 
 class LedgerFactory(SQLAlchemyFactory):

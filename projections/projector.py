@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from domain.events import LedgerEvent
 from projections.fold import Transition
-from projections.raw import RawSelect, builder, in_field_order
+from projections.raw import RawSelect, as_tuple, builder, in_field_order
 from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.state import RowSet
 from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many
@@ -88,10 +88,6 @@ def _select(build: Callable[..., Any], *args: Any) -> RawSelect:
     if query is None:
         query = _SELECTS[key] = RawSelect(build(*args))
     return query
-
-
-def _values(*values: Any) -> tuple[Any, ...]:
-    return values
 
 
 def _select_in(table: Table, column: str, size: int, row_type: type) -> Any:
@@ -204,7 +200,7 @@ class Projector:
         """Tracking position, log head and read-model epoch, in one statement."""
         connection = core(executor)
         ((position, head, epoch),) = _select(_positions, self.tables.tracking).rows(
-            connection, _values
+            connection, as_tuple
         )
         return Positions(int(position or 0), int(head or 0), epoch)
 
@@ -226,7 +222,7 @@ class Projector:
         values = {"previous": previous, "position": position}
         if execute(connection, self._statement(connection, _move), values) == 1:
             return
-        if previous == 0 and not _select(_exists, self.tables.tracking).rows(connection, _values):
+        if previous == 0 and not _select(_exists, self.tables.tracking).rows(connection, as_tuple):
             # No tracking row yet (a fresh store or fresh shadow tables): this is the first.
             execute(connection, self._statement(connection, _start), values)
             return

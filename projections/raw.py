@@ -106,6 +106,11 @@ def decoder(column_type: Any, dialect: Dialect) -> Decoder | None:
     raise TypeError(f"no raw decoder for {column_type!r}; read it through SQLAlchemy")
 
 
+def as_tuple(*row: Any) -> tuple[Any, ...]:
+    """`into` for RawSelect.rows when a row's values are all that is wanted."""
+    return row
+
+
 def builder(cls: type[T]) -> Callable[..., T]:
     """A constructor for a frozen, slotted dataclass that sets each slot directly (same
     parameters as its __init__, every field required): a frozen dataclass's __init__

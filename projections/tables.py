@@ -54,6 +54,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         value = value.astimezone(UTC)
         return _sqlite_text(value) if dialect.name == "sqlite" else value
 
+    def bind_processor(self, dialect: Dialect) -> Any:
+        # SQLite: one plain function instead of TypeDecorator's closure around
+        # process_bind_param (same text; a rebuild binds three or four timestamps per event).
+        if dialect.name == "sqlite" and self.impl_instance.bind_processor(dialect) is None:
+            return _bind_sqlite
+        return super().bind_processor(dialect)
+
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return read_utc(value)
 
@@ -83,6 +90,15 @@ def _sqlite_text(v: datetime) -> str:
     `isoformat` pads the year to four digits and, with timespec, always writes
     microseconds; the "+00:00" it appends is cut off."""
     return v.isoformat(" ", "microseconds")[:-6]
+
+
+def _bind_sqlite(value: datetime | None) -> str | None:
+    """UTCDateTime.process_bind_param on SQLite."""
+    if value is None:
+        return None
+    if value.tzinfo is not UTC:
+        value = value.astimezone(UTC)
+    return value.isoformat(" ", "microseconds")[:-6]
 
 
 class _SQLiteDateTimeText(String):

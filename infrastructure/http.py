@@ -6,10 +6,12 @@ domain. Errors are JSON `{"error", "message", "details"}` and never a stack trac
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, unquote
@@ -353,52 +355,93 @@ class RequestMetrics:
         await self.app(scope, receive, timed)
 
 
-# -- POST /v1/events without FastAPI's per-request machinery -----------------------------
+# -- POST /v1/events ahead of FastAPI ------------------------------------------------------
 
-_EVENTS_RESPONSE: TypeAdapter[EventsResponse] = TypeAdapter(EventsResponse)
+_RESULTS: TypeAdapter[list[RecordResult]] = TypeAdapter(list[RecordResult])
+_EVENTS_ROUTE = "/v1/events"
 
 
-class EventsFastPath:
-    """POST /v1/events, the hot path, answered here with the route's own models: the body
-    parsed by orjson and validated as `EventsRequest` (as FastAPI validates it), the
-    answer serialised as the route's `EventsResponse`, ledger errors answered by the same
-    handler. FastAPI's per-request machinery (a Request, dependency solving, exit stacks,
-    the response validated again) cost more than the rest of the HTTP layer.
+class EventsPath:
+    """POST /v1/events, the hot path, answered before FastAPI's middleware stack.
 
-    Whatever is not the plain case goes on to the FastAPI route, the body replayed, and is
-    answered exactly as before: a content type other than `application/json`, a body
-    orjson does not read or that does not validate (the route's 400/413/422 with their
-    details), an Authorization header that does not allow it (the route's 401/403).
+    FastAPI's stack (its error, telemetry and body-limit layers, then ours) and its
+    per-request machinery (a Request, dependency solving, the response validated again)
+    cost several times the write itself. Here: the auth check, the body gathered within
+    the body limit, parsed by orjson and validated as `EventsRequest` (as the route
+    validates it), one hop to a worker thread for the write, the answer serialised as the
+    route's `EventsResponse`, ledger errors answered by the route's handler, and the
+    request counted and timed as `RequestMetrics` does.
+
+    Whatever is not the plain case goes to the FastAPI app, the body replayed, and is
+    answered exactly as before: a content type other than `application/json`, an
+    Authorization header that does not allow it (the route's 401/403), a declared or
+    counted body over the limit (`BodyLimit`'s 413), a body orjson does not read or that
+    does not validate (the route's 400/413/422 with their details), a body that never
+    arrived, and every request while FastAPI's own telemetry is configured.
     """
 
     def __init__(
-        self, app: ASGIApp, *, ledger: Ledger, metrics: Metrics, settings: ServerSettings
+        self,
+        app: ASGIApp,
+        *,
+        ledger: Ledger,
+        metrics: Metrics,
+        settings: ServerSettings,
+        telemetry: Callable[[], bool],
+        limit: int = MAX_BODY_BYTES,
     ) -> None:
         self.app = app
         self.ledger = ledger
         self.metrics = metrics
         self.settings = settings
-        self.route: Any = None  # the FastAPI route, for the metrics' route label
+        self.telemetry = telemetry
+        self.limit = limit
+        self.answered: dict[int, Any] = {}  # request counters by status, made on first use
+        # One hop per request on the loop's own executor call: anyio's `to_thread` (what
+        # `run_in_threadpool` runs) adds a capacity limiter, cancel scopes and a context
+        # copy. As many threads as anyio's default limiter allows, so group commit still
+        # sees every waiting request.
+        self.workers = ThreadPoolExecutor(max_workers=40, thread_name_prefix="events")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not (
-            scope["type"] == "http"
-            and scope["path"] == "/v1/events"
-            and scope["method"] == "POST"
-            and _header(scope, b"content-type") == "application/json"
-            and _refusal(self.settings, "read", _header(scope, b"authorization") or "") is None
+        content_type = authorization = None
+        too_large = False
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                if content_type is None:  # the first value, as Request.headers reads it
+                    content_type = value
+            elif name == b"authorization":
+                if authorization is None:
+                    authorization = value
+            elif name == b"content-length":
+                too_large = too_large or (value.isdigit() and int(value) > self.limit)
+        if (
+            content_type != b"application/json"
+            or too_large
+            or (
+                self.settings.auth_enabled
+                and _refusal(self.settings, "read", (authorization or b"").decode("latin-1"))
+                is not None
+            )
+            or self.telemetry()
         ):
             await self.app(scope, receive, send)
             return
-        received: list[Message] = []
-        while True:
-            message = await receive()
-            received.append(message)
-            if message["type"] != "http.request" or not message.get("more_body", False):
-                break
+        started = time.perf_counter()
+        received = [await receive()]
+        message = received[0]
+        plain = message["type"] == "http.request"
+        if plain and message.get("more_body", False):
+            seen = len(message.get("body", b""))
+            while plain and message.get("more_body", False) and seen <= self.limit:
+                message = await receive()
+                received.append(message)
+                plain = message["type"] == "http.request"
+                seen += len(message.get("body", b""))
+            plain = plain and seen <= self.limit
         try:
-            if message["type"] != "http.request":
-                raise ValueError("the body did not arrive")
+            if not plain:
+                raise ValueError("the body did not arrive, or is over the limit")
             body = b"".join(m.get("body", b"") for m in received)
             request = EventsRequest.model_validate(orjson.loads(body))
         except (ValueError, ValidationError):  # orjson's errors are ValueErrors
@@ -408,29 +451,59 @@ class EventsFastPath:
 
             await self.app(scope, replay, send)
             return
-        if self.route is None:
-            self.route = next(
-                r for r in scope["app"].routes if getattr(r, "path", None) == "/v1/events"
-            )
-        scope["route"] = self.route
-        response: Response
         try:
-            results = await run_in_threadpool(self.ledger.record, request.events)
+            results = await asyncio.get_running_loop().run_in_executor(
+                self.workers, self.ledger.record, request.events
+            )
         except LedgerError as error:
             response = _ledger_error(error)
+            status, headers, content = response.status_code, response.raw_headers, response.body
+        except Exception:
+            # Answered as FastAPI's error middleware answers: logged, a 500 that is not
+            # counted, and raised on to the server.
+            log.exception("unhandled error on POST %s", _EVENTS_ROUTE)
+            await _error(500, "internal-error", "internal error; see the server log")(
+                scope, receive, send
+            )
+            raise
         else:
             self.metrics.count(results)
-            content = _EVENTS_RESPONSE.dump_json(EventsResponse(results=results), by_alias=True)
-            response = Response(content=content, media_type="application/json")
-        await response(scope, receive, send)
+            content = b'{"results":' + _RESULTS.dump_json(results, by_alias=True) + b"}"
+            status = 200
+            headers = [
+                (b"content-length", str(len(content)).encode()),
+                (b"content-type", b"application/json"),
+            ]
+        counter = self.answered.get(status)
+        if counter is None:
+            counter = self.metrics.requests.labels("POST", _EVENTS_ROUTE, str(status))
+            self.answered[status] = counter
+        counter.inc()
+        took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+        headers = [*headers, (b"server-timing", took)]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": content})
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    """The first value of a request header, as Starlette's `Request.headers` reads it."""
-    for key, value in scope["headers"]:
-        if key == name:
-            return str(value.decode("latin-1"))
-    return None
+class LedgerAPI(FastAPI):
+    """The FastAPI app, with `POST /v1/events` served by `EventsPath` ahead of its stack."""
+
+    events: EventsPath | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            self.events is not None
+            and scope["type"] == "http"
+            and scope["path"] == _EVENTS_ROUTE
+            and scope["method"] == "POST"
+        ):
+            await self.events(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def stack(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app as FastAPI serves it: where `EventsPath` hands what it declines."""
+        await super().__call__(scope, receive, send)
 
 
 # -- the app ------------------------------------------------------------------------------
@@ -474,9 +547,9 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAPI:
+def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> LedgerAPI:
     settings = settings or ServerSettings()
-    app = FastAPI(
+    app = LedgerAPI(
         title="sessionledger",
         version="0.1.0",
         summary="Event-sourced session store for AI-agent chat gateways",
@@ -737,10 +810,16 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> FastAP
     def prometheus() -> Response:
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
-    app.add_middleware(EventsFastPath, ledger=ledger, metrics=metrics, settings=settings)
     app.add_middleware(RequestMetrics, metrics=metrics)
     app.add_middleware(EncodedSlashes)
     app.add_middleware(BodyLimit)
+    app.events = EventsPath(
+        app.stack,
+        ledger=ledger,
+        metrics=metrics,
+        settings=settings,
+        telemetry=app._native_telemetry.enabled,
+    )
     return app
 
 

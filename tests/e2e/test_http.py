@@ -428,14 +428,40 @@ def test_tokens_and_scopes(http_server: RunningServer) -> None:
 # -- bad input: 400, 413, 422, 404, 409 -------------------------------------------------------
 
 
+FAST = {"content-type": "application/json"}
+ROUTED = {"content-type": "application/json; charset=utf-8"}  # not the lean path's case
+
+
+def requests_counted(client: httpx.Client, status: int) -> float:
+    """sessionledger_http_requests_total for POST /v1/events answered `status`."""
+    series = f'{{method="POST",route="/v1/events",status="{status}"}}'
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("sessionledger_http_requests_total" + series):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def same_answer(one: httpx.Response, other: httpx.Response, *, body: bool = True) -> None:
+    """Status, headers (all but the date and the timing's value) and body alike; with
+    `body=False` (the answers' bodies differ) all but the body and its length."""
+    assert one.status_code == other.status_code, (one.text[:500], other.text[:500])
+    varying = {"date", "server-timing"} if body else {"date", "server-timing", "content-length"}
+    assert sorted(one.headers) == sorted(other.headers)
+    assert [(k, v) for k, v in one.headers.items() if k not in varying] == [
+        (k, v) for k, v in other.headers.items() if k not in varying
+    ]
+    assert ("server-timing" in one.headers) == ("server-timing" in other.headers)
+    if body:
+        assert one.content == other.content
+
+
 def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
     http_server: RunningServer, reader: httpx.Client
 ) -> None:
-    """POST /v1/events with `Content-Type: application/json` is answered by a lean path
-    (infrastructure.http.EventsFastPath); any other JSON content type goes through the
+    """POST /v1/events with `Content-Type: application/json` is answered ahead of FastAPI
+    (infrastructure.http.EventsPath); any other JSON content type goes through the
     FastAPI route. Both answer alike: the same results, errors, headers and metrics."""
-    fast = {"content-type": "application/json"}
-    routed = {"content-type": "application/json; charset=utf-8"}
+    fast, routed = FAST, ROUTED
     key = new_key()
     sid = open_key(reader, key)
     batch = [
@@ -447,9 +473,10 @@ def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
     body = json.dumps({"events": batch}).encode()
     first = reader.post("/v1/events", content=body, headers=fast)
     again = reader.post("/v1/events", content=body, headers=routed)  # a retry, via the route
-    assert first.status_code == again.status_code == 200
-    assert sorted(first.headers) == sorted(again.headers)
-    assert first.headers["content-type"] == again.headers["content-type"] == "application/json"
+    same_answer(first, again, body=False)
+    assert first.status_code == 200
+    assert first.headers["content-type"] == "application/json"
+    assert first.headers["server-timing"].startswith("app;dur=")
     recorded, retried = first.json()["results"], again.json()["results"]
     assert outcomes(recorded) == ["applied", "applied", "rejected", "rejected"]
     for one, other in zip(recorded, retried, strict=True):
@@ -460,6 +487,12 @@ def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
             reason = f"duplicate eventId: already recorded at position {position}"
             assert other == {**one, "reason": reason}
 
+    # a batch the domain refuses whole is decided alike both ways: the same bytes
+    refused = json.dumps({"events": [entry(key, sid, "m8", parent="nope")]}).encode()
+    one = reader.post("/v1/events", content=refused, headers=fast)
+    same_answer(one, reader.post("/v1/events", content=refused, headers=routed))
+    assert outcomes(one.json()["results"]) == ["rejected"]
+
     # and the other way round: recorded through the route, retried on the fast path
     batch = [entry(key, sid, "m3", parent="m2")]
     body = json.dumps({"events": batch}).encode()
@@ -467,23 +500,116 @@ def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
     (retried,) = ok(reader.post("/v1/events", content=body, headers=fast))["results"]
     assert retried["position"] == recorded["position"] and recorded["outcome"] == "applied"
 
-    # refusals are the route's, whichever way they came in
-    for raw in (b"{", b'{"events": []}', json.dumps({"events": [{**batch[0], "type": "x"}]})):
-        content = raw if isinstance(raw, bytes) else raw.encode()
-        one = reader.post("/v1/events", content=content, headers=fast)
-        other = reader.post("/v1/events", content=content, headers=routed)
-        assert (one.status_code, one.json()) == (other.status_code, other.json())
+    # 1000 events (the most a request may hold): recorded on the fast path, retried via
+    # the route; and 1001, refused alike
+    thousand = [entry(key, sid, f"k{i}") for i in range(1000)]
+    body = json.dumps({"events": thousand}).encode()
+    first = reader.post("/v1/events", content=body, headers=fast)
+    again = reader.post("/v1/events", content=body, headers=routed)
+    same_answer(first, again, body=False)
+    assert set(outcomes(first.json()["results"])) == {"applied"}
+    for one, other in zip(first.json()["results"], again.json()["results"], strict=True):
+        reason = f"duplicate eventId: already recorded at position {one['position']}"
+        assert other == {**one, "reason": reason}
+    too_many = json.dumps({"events": [*thousand, entry(key, sid, "k1000")]}).encode()
+    one = reader.post("/v1/events", content=too_many, headers=fast)
+    same_answer(one, reader.post("/v1/events", content=too_many, headers=routed))
+    assert one.status_code == 413
+
+    # refusals are the route's, whichever way they came in: malformed JSON, bad input
+    for raw in (
+        b"{",
+        b"",
+        b"\xff\xfe",
+        b"[]",
+        b'{"events": []}',
+        b'{"events": "nope"}',
+        json.dumps({"events": [{**batch[0], "type": "x"}]}).encode(),
+        json.dumps({"events": [{**batch[0], "surprise": 1}]}).encode(),
+    ):
+        one = reader.post("/v1/events", content=raw, headers=fast)
+        same_answer(one, reader.post("/v1/events", content=raw, headers=routed))
+        assert one.status_code in (400, 422), raw
     unknown_key = json.dumps({"events": [entry(new_key(), "s", "m1")]}).encode()
     one = reader.post("/v1/events", content=unknown_key, headers=fast)
     assert ok(one)["results"][0]["outcome"] == "rejected"
-    anonymous = http_server.client(None)
-    error(anonymous.post("/v1/events", content=body, headers=fast), 401, "unauthorized")
-    wrong = {**fast, "authorization": "Bearer not-a-token"}
-    error(anonymous.post("/v1/events", content=body, headers=wrong), 401, "unauthorized")
 
-    metrics = reader.get("/metrics").text
-    assert 'route="/v1/events",status="200"' in metrics
-    assert 'route="/v1/events",status="422"' in metrics
+    # another content type, or none: the route's refusal (it reads only JSON bodies)
+    for headers in ({"content-type": "text/plain"}, {}):
+        one = reader.post("/v1/events", content=refused, headers=headers)
+        assert error(one, 422, "invalid-input")["details"][0]["field"] == "body"
+
+    # auth: no token, an unknown one, another scheme; an admin token may record too
+    anonymous = http_server.client(None)
+    for client, headers in (
+        (anonymous, {}),
+        (anonymous, {"authorization": "Bearer not-a-token"}),
+        (anonymous, {"authorization": "Basic dTpw"}),
+        (anonymous, {"authorization": "Bearer"}),
+    ):
+        one = client.post("/v1/events", content=body, headers={**fast, **headers})
+        same_answer(one, client.post("/v1/events", content=body, headers={**routed, **headers}))
+        assert error(one, 401, "unauthorized") and one.headers["www-authenticate"] == "Bearer"
+    admin = http_server.client("admin")
+    same_answer(
+        admin.post("/v1/events", content=refused, headers=fast),
+        admin.post("/v1/events", content=refused, headers=routed),
+    )
+
+    # a body over 16 MiB, declared or not (chunked): BodyLimit's 413 either way
+    oversized = b'{"events": [' + b" " * (16 * 1024 * 1024) + b"]}"
+
+    def chunks() -> Iterator[bytes]:
+        for start_at in range(0, len(oversized), 1024 * 1024):
+            yield oversized[start_at : start_at + 1024 * 1024]
+
+    one = reader.post("/v1/events", content=oversized, headers=fast)
+    same_answer(one, reader.post("/v1/events", content=oversized, headers=routed))
+    assert error(one, 413, "too-large")
+    one = reader.post("/v1/events", content=chunks(), headers=fast)
+    same_answer(one, reader.post("/v1/events", content=chunks(), headers=routed))
+    assert error(one, 413, "too-large")
+    # a chunked body within the limit is gathered and recorded on the fast path
+    small = json.dumps({"events": [entry(key, sid, "m4", parent="m3")]}).encode()
+    pieces = iter([small[:10], small[10:]])
+    assert outcomes(ok(reader.post("/v1/events", content=pieces, headers=fast))["results"]) == [
+        "applied"
+    ]
+
+
+def test_the_fast_path_counts_requests_as_the_route_does(
+    http_server: RunningServer, reader: httpx.Client
+) -> None:
+    """/metrics counts a request of the fast path under the route's label and its status,
+    once, as it counts the route's (200, and the route's 400, 401, 413 and 422); BodyLimit
+    refuses an oversized body before anything counts it, on either path."""
+    key = new_key()
+    sid = open_key(reader, key)
+    anonymous = http_server.client(None)
+    oversized = b'{"events": [' + b" " * (16 * 1024 * 1024) + b"]}"
+    cases: list[tuple[httpx.Client, bytes, int]] = [
+        (reader, json.dumps({"events": [entry(key, sid, f"c{uuid.uuid4().hex}")]}).encode(), 200),
+        (reader, b'{"events": []}', 422),
+        (reader, b"{", 400),
+        (reader, json.dumps({"events": [entry(key, sid, "x")] * 1001}).encode(), 413),
+        (reader, oversized, 413),
+        (anonymous, json.dumps({"events": [entry(key, sid, "y")]}).encode(), 401),
+    ]
+    for client, body, status in cases:
+        counts = []
+        for headers in (FAST, ROUTED):
+            before = requests_counted(reader, status)
+            body_to_send = body
+            if status == 200:  # a fresh event each time, so both are recorded
+                body_to_send = json.dumps(
+                    {"events": [entry(key, sid, f"c{uuid.uuid4().hex}")]}
+                ).encode()
+            assert client.post("/v1/events", content=body_to_send, headers=headers).status_code == (
+                status
+            )
+            counts.append(requests_counted(reader, status) - before)
+        assert counts[0] == counts[1], (status, counts)
+        assert counts[0] == (0 if body is oversized else 1), (status, counts)
 
 
 def test_malformed_json_is_400_and_records_nothing(admin: httpx.Client) -> None:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -50,7 +50,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Progress = Callable[[int], None] | None
 
-PAGE = 500  # events per shadow transaction
+PAGE = 2000  # events per shadow transaction (read and decoded before it begins)
+CATCH_UP_UNDER_LOCK = 1000  # events a rebuild may leave for its swap (folded under the lock)
 MAX_OVERLAY = 5000  # events verify folds in memory on top of the shadow
 MAX_LISTED = 1000  # mismatches a report lists (it counts them all)
 SYSTEM: Writer = "system"
@@ -185,24 +186,33 @@ class Shadow:
     def fold(self, on_progress: Progress = None) -> int:
         """Fold pages until the shadow reaches the log head as it was when the fold began
         (busy writers cannot keep it chasing the head); returns its position."""
-        with self.ledger.database.reading() as connection:
+        database = self.ledger.database
+        with database.reading() as connection:
             target = self.ledger.projector.log_head(connection)
-
-        def page(executor: Executor) -> tuple[int, int]:
-            position = self.projector.position(executor)
-            events = self.ledger.event_log.read(executor, position, PAGE)
-            if events:
-                rows = self.projector.new_rowset(executor)
-                self.projector.project(executor, rows, events, position)
-                position = events[-1][0]
-            return len(events), position
-
+            position = self.projector.position(connection)
         while True:
-            count, position = self.side_write(page)
-            if on_progress is not None and count:
-                on_progress(count)
-            if count < PAGE or position >= target:
+            # Read and decoded outside the page's transaction: committed events never
+            # change and commit in log order, so this is the log's next page; the writer
+            # lock is held only to fold and write it (decoding was a quarter of a page).
+            with database.reading() as connection:
+                events = self.ledger.event_log.read(connection, position, PAGE)
+            if not events:
                 return position
+            self.side_write(self._page(events, position))
+            position = events[-1][0]
+            if on_progress is not None:
+                on_progress(len(events))
+            if len(events) < PAGE or position >= target:
+                return position
+
+    def _page(
+        self, events: Sequence[tuple[int, LedgerEvent]], after: int
+    ) -> Callable[[Executor], None]:
+        def page(executor: Executor) -> None:
+            # Fails (tracking moved: _busy) if another rebuild or verify reset the shadow.
+            self.projector.project(executor, self.projector.new_rowset(executor), events, after)
+
+        return page
 
     def behind(self) -> int:
         """Events in the log the shadow has not folded yet."""
@@ -244,7 +254,7 @@ def rebuild(ledger: Ledger, on_progress: Progress = None) -> int:
     shadow.clear()
     shadow.fold(on_progress)
     for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
-        if shadow.behind() <= 2 * PAGE:
+        if shadow.behind() <= CATCH_UP_UNDER_LOCK:
             break
         shadow.fold(on_progress)
 

@@ -113,6 +113,7 @@ def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[l
         if transition.effect.kind != decision.outcome:
             raise AssertionError(f"fold and aggregate disagree on {fact.event_id!r}")
         receipt_row = transition.receipt
+        assert receipt_row is not None  # the projector folds with receipts
         written[fact.event_id] = receipt_row
         results[number][index] = RecordResult(
             fact.event_id,

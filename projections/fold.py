@@ -58,7 +58,7 @@ class Effect:
 @dataclass(frozen=True, slots=True)
 class Transition:
     effect: Effect
-    receipt: ReceiptRow
+    receipt: ReceiptRow | None  # None when the caller folds without receipts
     session: SessionRow | None = None
     deleted_key: str | None = None
     generations: tuple[GenerationRow, ...] = ()
@@ -71,11 +71,16 @@ def utc(moment: datetime) -> datetime:
     return moment.astimezone(UTC)
 
 
-def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
+def fold(
+    state: ReadState, event: LedgerEvent, position: int, *, receipts: bool = True
+) -> Transition:
+    """What `event` at `position` does to the rows in `state`. With receipts=False the
+    transition carries no receipt row (the audit shows none, and its fingerprint is a
+    fifth of the fold); every row is the same."""
     recorded = utc(event.timestamp)
     session = state.session(event.session_key)
     if isinstance(event, GenerationOpened):
-        return _opened(event, session, state, position, recorded)
+        return _opened(event, session, state, position, recorded, receipts)
     generation = state.generation(event.session_id)
     if generation is None:
         raise LookupError(f"event at {position} names unknown generation {event.session_id!r}")
@@ -242,7 +247,9 @@ def fold(state: ReadState, event: LedgerEvent, position: int) -> Transition:
     current_session_id = None if deleted_key or session is None else session.session_id
     return _transition(
         effect=effect,
-        receipt=_receipt(event, position, effect.kind, current_session_id),
+        receipt=_receipt(event, position, effect.kind, current_session_id, recorded)
+        if receipts
+        else None,
         session=None,
         deleted_key=deleted_key,
         generations=(_evolve(generation, touched),),
@@ -258,6 +265,7 @@ def _opened(
     state: ReadState,
     position: int,
     recorded: datetime,
+    receipts: bool,
 ) -> Transition:
     generation = _generation_row(
         session_id=event.session_id,
@@ -311,7 +319,9 @@ def _opened(
     )
     return _transition(
         effect=Effect("applied", note),
-        receipt=_receipt(event, position, "applied", event.session_id),
+        receipt=_receipt(event, position, "applied", event.session_id, recorded)
+        if receipts
+        else None,
         session=pointer,
         deleted_key=None,
         generations=(generation,),
@@ -382,7 +392,11 @@ def _evolve_run(run: RunRow, **changes: Any) -> RunRow:
 
 
 def _receipt(
-    event: LedgerEvent, position: int, outcome: EffectKind, current_session_id: str | None
+    event: LedgerEvent,
+    position: int,
+    outcome: EffectKind,
+    current_session_id: str | None,
+    recorded: datetime,
 ) -> ReceiptRow:
     return _receipt_row(
         event_id=event.event_id,
@@ -392,7 +406,7 @@ def _receipt(
         outcome=outcome,
         position=position,
         fingerprint=event.fingerprint(),
-        recorded_at=utc(event.timestamp),
+        recorded_at=recorded,
     )
 
 

@@ -70,8 +70,11 @@ class Table(Generic[K, V]):
 
 
 class RowSet:
-    def __init__(self, loader: RowLoader | None = None) -> None:
+    def __init__(self, loader: RowLoader | None = None, *, receipts: bool = True) -> None:
+        """receipts=False: fold without receipt rows, for a replay that writes and shows
+        none (the audit)."""
         self.loader = loader
+        self.with_receipts = receipts
         self.sessions: Table[str, SessionRow] = Table()
         self.generations: Table[str, GenerationRow] = Table()
         self.runs: Table[str, RunRow] = Table()
@@ -129,7 +132,7 @@ class RowSet:
     # applying --------------------------------------------------------------------------
 
     def apply(self, event: LedgerEvent, position: int) -> Transition:
-        transition = fold(self, event, position)
+        transition = fold(self, event, position, receipts=self.with_receipts)
         if transition.session is not None:
             self.sessions.put(transition.session.session_key, transition.session)
         if transition.deleted_key is not None:
@@ -144,7 +147,8 @@ class RowSet:
             sid = transition.pruned_session_id
             self.entries = [e for e in self.entries if e.session_id != sid]
             self.pruned.append(sid)
-        self.receipts.append(transition.receipt)
+        if transition.receipt is not None:
+            self.receipts.append(transition.receipt)
         return transition
 
     def flushed(self) -> None:

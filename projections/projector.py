@@ -284,9 +284,7 @@ class Projector:
                 key = table.primary_key.columns.values()[0].name
                 statement = STATEMENTS.get(connection, _update, table)
                 renames = {"key_": key}
-                execute_many(
-                    connection, statement, [statement.row_parameters(r, renames) for r in updates]
-                )
+                execute_many(connection, statement, statement.rows_parameters(updates, renames))
             if deletes:
                 self._delete(connection, table, table.primary_key.columns.values()[0].name, deletes)
         self._insert(connection, t.entries, rowset.entries)
@@ -299,7 +297,7 @@ class Projector:
     def _insert(connection: Connection, table: Table, rows: Sequence[Any]) -> None:
         if rows:
             statement = STATEMENTS.get(connection, _insert_row, table)
-            execute_many(connection, statement, [statement.row_parameters(r) for r in rows])
+            execute_many(connection, statement, statement.rows_parameters(rows))
 
     @staticmethod
     def _delete(connection: Connection, table: Table, column: str, keys: Sequence[str]) -> None:

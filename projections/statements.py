@@ -12,8 +12,9 @@ the caller's transaction and raise driver errors as SQLAlchemy's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
+from keyword import iskeyword
 from operator import attrgetter
 from typing import Any, cast
 
@@ -55,13 +56,46 @@ class CompiledStatement:
     def row_parameters(self, row: Any, renames: Mapping[str, str] | None = None) -> Any:
         """The driver's parameters from a row object's attributes (bind name = attribute
         name unless renamed), without building a dict per row."""
+        return self._packer(renames)(row)
+
+    def rows_parameters(
+        self, rows: Iterable[Any], renames: Mapping[str, str] | None = None
+    ) -> list[Any]:
+        """row_parameters of each row."""
+        return list(map(self._packer(renames), rows))
+
+    def _packer(self, renames: Mapping[str, str] | None) -> Callable[[Any], Any]:
         key = tuple(renames.items()) if renames else ()
-        get = self._getters.get(key)
-        if get is None:
+        pack = self._getters.get(key)
+        if pack is None:
             names = [renames.get(n, n) for n in self.names] if renames else list(self.names)
-            one = attrgetter(*names)
-            get = self._getters[key] = (lambda row: [one(row)]) if len(names) == 1 else one
-        return self._pack(list(get(row)))
+            pack = self._getters[key] = self._generated(names) or self._general(names)
+        return pack
+
+    def _generated(self, attributes: list[str]) -> Callable[[Any], Any] | None:
+        """One generated function per statement that reads each attribute and converts it
+        in a single expression (a rebuild packs three rows per event: the attrgetter
+        tuple, list, per-index loop and tuple cost more than the values themselves)."""
+        if not all(a.isidentifier() and not iskeyword(a) for a in attributes):
+            return None
+        scope: dict[str, Any] = {}
+        values = [f"__row.{a}" for a in attributes]
+        for index, process in self._active_binds:
+            scope[f"__p{index}"] = process
+            values[index] = f"__p{index}({values[index]})"
+        if self.positional:
+            body = "(" + "".join(f"{v}, " for v in values) + ")"
+        else:
+            pairs = zip(self.names, values, strict=True)
+            body = "{" + ", ".join(f"{n!r}: {v}" for n, v in pairs) + "}"
+        exec(f"def pack(__row):\n    return {body}\n", scope)
+        pack: Callable[[Any], Any] = scope["pack"]
+        return pack
+
+    def _general(self, attributes: list[str]) -> Callable[[Any], Any]:
+        one = attrgetter(*attributes)
+        get = (lambda row: [one(row)]) if len(attributes) == 1 else one
+        return lambda row: self._pack(list(get(row)))
 
     def _pack(self, values: list[Any]) -> Any:
         for index, process in self._active_binds:

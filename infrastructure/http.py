@@ -9,11 +9,13 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import queue
+import threading
 import time
-from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from datetime import timedelta
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import quote, unquote
 
 import orjson
@@ -361,6 +363,84 @@ _RESULTS: TypeAdapter[list[RecordResult]] = TypeAdapter(list[RecordResult])
 _EVENTS_ROUTE = "/v1/events"
 
 
+A = TypeVar("A")
+R = TypeVar("R")
+_Job = tuple[Callable[[A], R], A, asyncio.AbstractEventLoop, "asyncio.Future[R]"]
+
+
+class Workers(Generic[A, R]):
+    """Threads for a blocking call, each answer handed straight to the event loop.
+
+    `loop.run_in_executor` wraps every call in a concurrent Future chained to an asyncio
+    one (locks, callbacks, a state copy each way) and anyio's `to_thread` adds a capacity
+    limiter and cancel scopes; here a thread takes (function, argument, future) off a
+    queue and sets the future with `call_soon_threadsafe`. A thread starts when a call
+    finds none idle, up to `size`: group commit groups only the calls that wait in
+    threads of their own. Threads are daemons; `close` lets each finish its call.
+    """
+
+    def __init__(self, size: int, name: str) -> None:
+        self.size = size
+        self.name = name
+        self.jobs: queue.SimpleQueue[_Job[A, R] | None] = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.idle = 0  # threads done with a call and not yet claimed by the next
+        self.lock = threading.Lock()
+
+    def run(self, function: Callable[[A], R], argument: A) -> asyncio.Future[R]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[R] = loop.create_future()
+        with self.lock:
+            if self.idle:
+                self.idle -= 1
+            elif len(self.threads) < self.size:
+                thread = threading.Thread(
+                    target=self._work, name=f"{self.name}-{len(self.threads)}", daemon=True
+                )
+                self.threads.append(thread)
+                thread.start()
+        self.jobs.put((function, argument, loop, future))
+        return future
+
+    def close(self) -> None:
+        """Stop the threads once their calls are done; a later call starts new ones."""
+        with self.lock:
+            threads, self.threads = self.threads, []
+        for _ in threads:
+            self.jobs.put(None)
+        for thread in threads:
+            thread.join()
+        with self.lock:
+            self.idle = 0
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            function, argument, loop, future = job
+            try:
+                result = function(argument)
+            except BaseException as error:  # as the executor's threads pass every error on
+                _answer(loop, future.set_exception, future, error)
+            else:
+                _answer(loop, future.set_result, future, result)
+            with self.lock:
+                self.idle += 1
+
+
+def _answer(
+    loop: asyncio.AbstractEventLoop,
+    setter: Callable[[Any], None],
+    future: asyncio.Future[Any],
+    value: Any,
+) -> None:
+    with suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+        loop.call_soon_threadsafe(_settle, setter, future, value)
+
+
+def _settle(setter: Callable[[Any], None], future: asyncio.Future[Any], value: Any) -> None:
+    if not future.done():  # cancelled meanwhile
+        setter(value)
+
+
 class EventsPath:
     """POST /v1/events, the hot path, answered before FastAPI's middleware stack.
 
@@ -397,11 +477,8 @@ class EventsPath:
         self.telemetry = telemetry
         self.limit = limit
         self.answered: dict[int, Any] = {}  # request counters by status, made on first use
-        # One hop per request on the loop's own executor call: anyio's `to_thread` (what
-        # `run_in_threadpool` runs) adds a capacity limiter, cancel scopes and a context
-        # copy. As many threads as anyio's default limiter allows, so group commit still
-        # sees every waiting request.
-        self.workers = ThreadPoolExecutor(max_workers=40, thread_name_prefix="events")
+        # As many threads as anyio's default limiter allowed the route's write.
+        self.workers: Workers[list[IncomingFact], list[RecordResult]] = Workers(40, "events")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         content_type = authorization = None
@@ -452,9 +529,7 @@ class EventsPath:
             await self.app(scope, replay, send)
             return
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self.workers, self.ledger.record, request.events
-            )
+            results = await self.workers.run(self.ledger.record, request.events)
         except LedgerError as error:
             response = _ledger_error(error)
             status, headers, content = response.status_code, response.raw_headers, response.body
@@ -549,7 +624,15 @@ class Metrics:
 
 def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> LedgerAPI:
     settings = settings or ServerSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if isinstance(app, LedgerAPI) and app.events is not None:
+            app.events.workers.close()
+
     app = LedgerAPI(
+        lifespan=lifespan,
         title="sessionledger",
         version="0.1.0",
         summary="Event-sourced session store for AI-agent chat gateways",

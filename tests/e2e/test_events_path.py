@@ -160,3 +160,20 @@ def test_failures_of_the_write_are_answered_as_the_route_answers(
         ]
         assert ("server-timing" in fast.headers) == ("server-timing" in routed.headers)
     assert fast.json()["error"] == "internal-error"
+
+
+def test_the_write_threads_stop_with_the_app_and_start_again(served: tuple[Served, str]) -> None:
+    """The lean path's write threads finish with the server's lifespan; an app served
+    again starts new ones."""
+    app, sid = served
+    assert app.app.events is not None
+    workers = app.app.events.workers
+    for round_ in range(2):
+        with TestClient(app.app) as client:
+            for i in range(3):
+                body = json.dumps({"events": [entry(sid, f"r{round_}-{i}")]}).encode()
+                answer = client.post("/v1/events", content=body, headers=READ)
+                assert answer.status_code == 200, answer.text
+            threads = list(workers.threads)
+            assert threads and all(thread.is_alive() for thread in threads)
+        assert not workers.threads and not any(thread.is_alive() for thread in threads)

@@ -1,8 +1,8 @@
 """The `eventsourcing` Application behind the ledger, persisted with eventsourcing-sqlalchemy.
 
-The library's datastore is handed our scoped SQLAlchemy session, so its recorders
-write inside the transaction the Ledger opens: events, snapshots, read models and
-the tracking position commit together or not at all. Tables come from migrations
+The library's recorders run on the Core connection of the write transaction the
+Ledger opens (`Database.writing`), so events, snapshots, read models and the
+tracking position commit together or not at all. Tables come from migrations
 (CREATE_TABLE=no), never from the library.
 """
 
@@ -19,20 +19,22 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
 from eventsourcing.utils import Environment
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, Transaction
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
 from sqlalchemy import Connection, Integer, Select, Table, bindparam, func, insert, select
-from sqlalchemy.orm import Session, scoped_session
+from sqlalchemy.orm import scoped_session, sessionmaker
 
 from domain.conversation import Conversation, conversation_id, project_conversation
 from domain.events import Recorded
+from infrastructure.database import Database
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
 from projections.raw import RawSelect, as_tuple
-from projections.statements import STATEMENTS, execute_many
+from projections.statements import STATEMENTS, driver_cursor, execute_many
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -53,12 +55,23 @@ def _select_events(table: Table, gt: bool, lte: bool, desc: bool, limit: int | N
     return query.limit(limit) if limit is not None else query
 
 
-class _CoreSelect:
-    """The library's `select_events` (same filters, same order) as one prebuilt Core
-    statement: its ORM query cost more than the database on every cache fast-forward."""
+class _CoreRecorder:
+    """The library's recorder, run on the Core connection of the caller's write
+    transaction (`Database.writing`) instead of an ORM session: the same statements,
+    same filters and order, built once (the library's ORM query cost more than the
+    database on every cache fast-forward). Outside a write transaction, reads take a
+    read connection of their own."""
 
     events_record_cls: Any
-    transaction: Any  # the library recorder's
+    datastore: LedgerDatastore
+
+    def transaction(self, commit: bool = True) -> Transaction:
+        """What the library's own methods run in: inside our write transaction, an ORM
+        session joined to it (made only if some library path asks for one)."""
+        database = self.datastore.database
+        if database.current is None:
+            return self.datastore.transaction(commit=commit)
+        return Transaction(database.session(), commit=commit, lock=None, is_scoped_session=True)
 
     def select_events(
         self,
@@ -71,44 +84,53 @@ class _CoreSelect:
         query = _select_events(
             self.events_record_cls.__table__, gt is not None, lte is not None, desc, limit
         )
-        with self.transaction(commit=False) as session:
-            rows = session.connection().execute(
-                query, {"originator_id": originator_id, "gt": gt, "lte": lte}
-            )
-            return [
-                StoredEvent(
-                    originator_id=row[0],
-                    originator_version=row[1],
-                    topic=row[2],
-                    state=bytes(row[3]) if isinstance(row[3], memoryview) else row[3],
-                )
-                for row in rows
-            ]
+        parameters = {"originator_id": originator_id, "gt": gt, "lte": lte}
+        database = self.datastore.database
+        connection = database.current
+        if connection is None:
+            with database.reading() as reading:
+                return _stored_events(reading.execute(query, parameters))
+        return _stored_events(connection.execute(query, parameters))
+
+    def _writing(self) -> Connection:
+        connection = self.datastore.database.current
+        if connection is None:
+            raise RuntimeError("events are recorded only in a write transaction")
+        return connection
 
 
-class LedgerSnapshotRecorder(_CoreSelect, SQLAlchemyAggregateRecorder):  # type: ignore[misc]
-    def _insert_stored_events(
-        self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> None:
+def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
+    return [
+        StoredEvent(
+            originator_id=row[0],
+            originator_version=row[1],
+            topic=row[2],
+            state=bytes(row[3]) if isinstance(row[3], memoryview) else row[3],
+        )
+        for row in rows
+    ]
+
+
+class LedgerSnapshotRecorder(_CoreRecorder, SQLAlchemyAggregateRecorder):  # type: ignore[misc]
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         if stored_events:
-            session.connection().execute(
+            self._writing().execute(
                 insert(self.events_record_cls.__table__), [_values(e) for e in stored_events]
             )
 
 
-class LedgerEventRecorder(_CoreSelect, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
+class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
     """The library's recorder on the library's table, inserting a batch as one
     executemany instead of one ORM object per event: on SQLite through the driver
     (projections.statements), on PostgreSQL as SQLAlchemy's insertmanyvalues with
-    RETURNING the ids in parameter order."""
+    RETURNING the ids in parameter order, then the library's NOTIFY. (The library's
+    own `LOCK TABLE` before the insert is `Database.writing`'s first statement.)"""
 
-    def _insert_stored_events(
-        self, session: Session, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int]:
+    def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         if not stored_events:
             return []
         table = self.events_record_cls.__table__
-        connection = session.connection()
+        connection = self._writing()
         if connection.dialect.name == "sqlite":
             statement = STATEMENTS.get(connection, _insert_event, table)
             execute_many(
@@ -118,13 +140,14 @@ class LedgerEventRecorder(_CoreSelect, SQLAlchemyApplicationRecorder):  # type: 
             # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so this
             # executemany took consecutive ids ending at the last one.
             return list(range(last - len(stored_events) + 1, last + 1))
-        self._lock_table(session)
         rows = connection.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True),
             [_values(e) for e in stored_events],
         )
         ids = [row[0] for row in rows]
-        self._notify_channel(session)
+        notify = f"NOTIFY {self.channel_name};"
+        with driver_cursor(connection, notify, ()) as cursor:
+            cursor.execute(notify)
         return ids
 
 
@@ -151,16 +174,33 @@ def _values(event: StoredEvent) -> dict[str, Any]:
     return {name: getattr(event, name) for name in _STORED_EVENT_FIELDS}
 
 
-class LedgerFactory(SQLAlchemyFactory):
-    """The library's SQLAlchemy factory, bound to a session we manage."""
+class LedgerDatastore(SQLAlchemyDatastore):
+    """The library's datastore, knowing our Database: recorders write in its write
+    transaction. The library's own session (`scoped_session`) serves only library
+    methods we do not override, outside a write transaction."""
 
+    database: Database
+
+
+class LedgerFactory(SQLAlchemyFactory):
+    """The library's SQLAlchemy factory, bound to our Database."""
+
+    datastore_class = LedgerDatastore
     aggregate_recorder_class = LedgerSnapshotRecorder
     application_recorder_class = LedgerEventRecorder
 
-    def __init__(self, env: Environment, session: scoped_session) -> None:  # type: ignore[type-arg]
+    def __init__(self, env: Environment, database: Database) -> None:
         InfrastructureFactory.__init__(self, env)
         self._schema_name = None
-        self.datastore = self.datastore_class(session=session)
+        self.datastore = datastore = LedgerDatastore(
+            session=scoped_session(sessionmaker(bind=database.engine, autoflush=False))
+        )
+        datastore.database = database
+
+
+# A key's aggregate id, remembered for the keys the aggregate cache holds (uuid5 hashes
+# the key with SHA-1 on every call).
+_conversation_id = lru_cache(maxsize=AGGREGATE_CACHE_SIZE)(conversation_id)
 
 
 # The library defines its record classes lazily in a process-wide registry that is not
@@ -171,14 +211,13 @@ _CONSTRUCTION = threading.Lock()
 class LedgerApplication(Application[UUID]):
     name = "SessionLedger"  # table prefix: sessionledger_events, sessionledger_snapshots
 
-    def __init__(self, session: scoped_session, cache_size: int = AGGREGATE_CACHE_SIZE) -> None:  # type: ignore[type-arg]
-        self._session = session
+    def __init__(self, database: Database, cache_size: int = AGGREGATE_CACHE_SIZE) -> None:
+        self._database = database
         # The log head the aggregate cache is current with (None: not known).
         self._cache_head: int | None = None
         self._synchronised_head: int | None = None
         with _CONSTRUCTION:
             self._construct(cache_size)
-        session.remove()  # the datastore touched the registry while binding
 
     def _construct(self, cache_size: int) -> None:
         super().__init__(
@@ -195,7 +234,7 @@ class LedgerApplication(Application[UUID]):
         )
 
     def construct_factory(self, env: Environment) -> InfrastructureFactory:  # type: ignore[type-arg, override]
-        return LedgerFactory(env, self._session)  # type: ignore[return-value]
+        return LedgerFactory(env, self._database)  # type: ignore[return-value]
 
     def construct_mapper(self) -> Mapper[UUID]:
         return PydanticMapper(transcoder=OrjsonTranscoder())
@@ -234,16 +273,20 @@ class LedgerApplication(Application[UUID]):
         self._cache_head = position
 
     def conversation(self, session_key: str) -> Conversation | None:
+        aggregate_id = _conversation_id(session_key)
         cached = self.repository.cache
         if cached is not None and self._cache_head is not None:
             # Current by `synchronise`: no fast-forward query.
-            with contextlib.suppress(KeyError):
-                aggregate = cached.get(conversation_id(session_key))
+            try:
+                aggregate = cached.get(aggregate_id)
+            except KeyError:
+                pass
+            else:
                 if aggregate is not None:
                     return cast(Conversation, aggregate)
         try:
             conversation: Conversation = self.repository.get(
-                conversation_id(session_key), projector_func=project_conversation
+                aggregate_id, projector_func=project_conversation
             )
         except AggregateNotFoundError:
             return None

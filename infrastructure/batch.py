@@ -47,7 +47,7 @@ def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[l
     within one batch answers like its first occurrence in that batch.
     """
     results: list[list[RecordResult | None]] = [[None] * len(facts) for facts in batches]
-    receipts = uow.projector.receipts(uow.session, {f.event_id for b in batches for f in b})
+    receipts = uow.projector.receipts(uow.connection, {f.event_id for b in batches for f in b})
     started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this group
     accepted: list[tuple[int, int, Decision]] = []  # (batch, index, decision)
     recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it

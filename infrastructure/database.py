@@ -22,13 +22,13 @@ from typing import Any, TypeVar
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError as LibraryIntegrityError
 from eventsourcing.persistence import PersistenceError
-from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
-from sqlalchemy.orm import Session, scoped_session, sessionmaker
+from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy.orm import Session
 
 from domain.errors import StoreUnavailable
 from infrastructure import jsoncodec
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS
-from projections.statements import driver_cursor
+from projections.raw import driver_errors
 from projections.tables import EVENTS_TABLE
 
 T = TypeVar("T")
@@ -48,38 +48,98 @@ class Database:
         self.engine = _create_engine(url, busy_timeout)
         self.dialect = self.engine.dialect.name
         self.write_engine = self.engine.execution_options(ledger_write=True)
-        self.sessions = scoped_session(
-            sessionmaker(bind=self.write_engine, autoflush=False, expire_on_commit=False)
-        )
         # SQLite's busy handler polls with back-off; this process's writers queue on a lock
         # instead. (Across processes SQLite's busy handler still decides; see docs.)
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # This thread's write transaction: its connection, and an ORM session on it once
+        # anything asked for one.
+        self._local = threading.local()
+        self._lock_sql: tuple[str, ...] = ()
+        if self.dialect == "postgresql":
+            # At least 1 ms: PostgreSQL reads a lock_timeout of 0 as "wait forever".
+            wait_ms = max(1, int(busy_timeout * 1000))
+            self._lock_sql = (
+                f"SET LOCAL lock_timeout = '{wait_ms}ms'",
+                f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE",
+            )
 
     @contextmanager
-    def writing(self) -> Iterator[Session]:
-        """One write transaction, holding the database's writer lock from its start."""
+    def writing(self) -> Iterator[Connection]:
+        """One write transaction on a Core connection, holding the database's writer lock
+        from its start (see `write`, which runs the same without a context manager)."""
+        connection = self._begin()
+        try:
+            yield connection
+        except BaseException:
+            self._end(connection, commit=False)
+            raise
+        self._end(connection, commit=True)
+
+    def _begin(self) -> Connection:
+        """The writer lock, a connection and its transaction (SQLite `BEGIN IMMEDIATE` by
+        the engine's "begin" listener; PostgreSQL `LOCK TABLE`). No ORM session: its
+        begin/commit bookkeeping cost more than the rest of a single-event command's
+        Python (`session` makes one for whatever library code wants one)."""
         lock = self._process_write_lock
         if lock is not None and not lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable("timed out waiting for this process's other writers")
         try:
-            session = self.sessions()
+            connection = self.write_engine.connect()
             try:
-                with session.begin():
-                    if self.dialect == "postgresql":
-                        # At least 1 ms: PostgreSQL reads a lock_timeout of 0 as "wait forever".
-                        wait_ms = max(1, int(self.busy_timeout * 1000))
-                        session.execute(text(f"SET LOCAL lock_timeout = '{wait_ms}ms'"))
-                        session.execute(text(f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE"))
-                    yield session
-            finally:
-                self.sessions.remove()
-        finally:
+                connection.begin()
+                for sql in self._lock_sql:
+                    connection.exec_driver_sql(sql)
+            except BaseException:
+                connection.close()
+                raise
+        except BaseException:
             if lock is not None:
                 lock.release()
+            raise
+        self._local.connection = connection
+        return connection
+
+    def _end(self, connection: Connection, *, commit: bool) -> None:
+        """Commit (or not), then give back the connection, rolling back whatever was not
+        committed, and the writer lock."""
+        local = self._local
+        local.connection = None
+        session = local.__dict__.pop("session", None)
+        try:
+            if session is not None:
+                session.close()  # joined our transaction: closing it leaves it to us
+            if commit:
+                connection.commit()
+        finally:
+            try:
+                connection.close()
+            finally:
+                if self._process_write_lock is not None:
+                    self._process_write_lock.release()
+
+    @property
+    def current(self) -> Connection | None:
+        """The connection of this thread's write transaction, if it is in one."""
+        return getattr(self._local, "connection", None)
+
+    def session(self) -> Session:
+        """An ORM session in this thread's write transaction (made on first use, closed
+        with the transaction), for library code that wants one."""
+        local = self._local
+        session: Session | None = local.__dict__.get("session")
+        if session is None:
+            connection = self.current
+            if connection is None:
+                raise RuntimeError("not in a write transaction (Database.writing)")
+            # Joins the transaction: its commit commits nothing, closing it leaves ours.
+            session = local.session = Session(
+                bind=connection, autoflush=False, expire_on_commit=False
+            )
+        return session
 
     def write(
         self,
-        work: Callable[[Session], T],
+        work: Callable[[Connection], T],
         *,
         on_failure: Callable[[], None] | None = None,
         attempts: int = 5,
@@ -87,8 +147,20 @@ class Database:
         """Run `work` in a write transaction, retrying transient conflicts inside the store."""
         for attempt in range(1, attempts + 1):
             try:
-                with translate_faults(retry=True), self.writing() as session:
-                    return work(session)
+                try:
+                    connection = self._begin()
+                    try:
+                        result = work(connection)
+                    except BaseException:
+                        self._end(connection, commit=False)
+                        raise
+                    self._end(connection, commit=True)
+                    return result
+                except _DATABASE_ERRORS as error:
+                    fault = _fault(error, retry=True)
+                    if fault is None:
+                        raise
+                    raise fault from error
             except _Retry:
                 if on_failure is not None:
                     on_failure()
@@ -108,7 +180,6 @@ class Database:
             yield connection
 
     def close(self) -> None:
-        self.sessions.remove()
         self.engine.dispose()
 
 
@@ -121,28 +192,42 @@ def translate_faults(*, retry: bool = False) -> Iterator[None]:
     """Database faults become StoreUnavailable (or, inside `write`, a retry); bugs stay bugs."""
     try:
         yield
-    except (sqlalchemy.exc.IntegrityError, LibraryIntegrityError) as e:
+    except _DATABASE_ERRORS as error:
+        fault = _fault(error, retry=retry)
+        if fault is None:
+            raise
+        raise fault from error
+
+
+# What `_fault` looks at; anything else passes through as it is.
+_DATABASE_ERRORS = (sqlalchemy.exc.SQLAlchemyError, PersistenceError)
+
+
+def _fault(e: Exception, *, retry: bool) -> Exception | None:
+    """What a database error becomes: StoreUnavailable, or (retry) _Retry; None for a bug."""
+    if isinstance(e, (sqlalchemy.exc.IntegrityError, LibraryIntegrityError)):
         # Writers are serialised, so a conflict here is unexpected: decide again, but say so.
         log.warning("write conflicted (%s); deciding again", _first_line(e))
         if retry:
-            raise _Retry() from e
-        raise StoreUnavailable(f"conflicting write: {_first_line(e)}") from e
-    except sqlalchemy.exc.TimeoutError as e:
+            return _Retry()
+        return StoreUnavailable(f"conflicting write: {_first_line(e)}")
+    if isinstance(e, sqlalchemy.exc.TimeoutError):
         # Every pooled connection stayed busy for the whole busy timeout.
-        raise StoreUnavailable(f"database busy: {_first_line(e)}") from e
-    except sqlalchemy.exc.DBAPIError as e:
+        return StoreUnavailable(f"database busy: {_first_line(e)}")
+    if isinstance(e, sqlalchemy.exc.DBAPIError):
         code = getattr(getattr(e, "orig", None), "sqlstate", None)
         if code in _RETRYABLE_PG_CODES and retry:
-            raise _Retry() from e
+            return _Retry()
         if code in _LOCKED_PG_CODES:
-            raise StoreUnavailable(f"database locked: {_first_line(e)}") from e
+            return StoreUnavailable(f"database locked: {_first_line(e)}")
         if isinstance(e, (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError)) or (
             e.connection_invalidated
         ):
-            raise StoreUnavailable(f"database unavailable: {_first_line(e)}") from e
-        raise
-    except PersistenceError as e:
-        raise StoreUnavailable(f"database unavailable: {_first_line(e)}") from e
+            return StoreUnavailable(f"database unavailable: {_first_line(e)}")
+        return None
+    if isinstance(e, PersistenceError):
+        return StoreUnavailable(f"database unavailable: {_first_line(e)}")
+    return None
 
 
 def _first_line(error: BaseException) -> str:
@@ -199,9 +284,12 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
     def _on_begin(connection: Connection) -> None:
         write = connection.get_execution_options().get("ledger_write", False)
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-        # On the driver's cursor: SQLAlchemy's execute cost 10x the statement itself.
-        with driver_cursor(connection, begin, ()) as cursor:
-            cursor.execute(begin)
+        # On the driver: SQLAlchemy's execute cost 10x the statement itself.
+        try:
+            connection.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
+        except sqlite3.Error:
+            with driver_errors(connection, begin, ()):
+                raise  # as SQLAlchemy would raise it
         # Checked once the transaction holds its lock, so only a removal during the
         # transaction itself can still slip by.
         if path is not None and opened and _file_identity(path) != opened[0]:

@@ -19,7 +19,7 @@ from uuid import UUID
 
 from pydantic import ValidationError
 from pydantic.alias_generators import to_camel
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection
 
 from domain.conversation import (
     Conversation,
@@ -98,7 +98,7 @@ class Ledger:
         self.database = database
         self.policy = policy or FreshnessPolicy()
         self.clock = clock
-        self.app = LedgerApplication(database.sessions)
+        self.app = LedgerApplication(database)
         self.projector = Projector(TABLES, RowCache())
         self.queries = Queries(TABLES)
         self.event_log = EventLog(self.app.mapper, self.app.events_table)
@@ -506,9 +506,11 @@ class Ledger:
         """Run a command in one write transaction; `finish` reads the projected rows."""
         touched: set[UUID] = set()
 
-        def work(session: Session) -> R:
+        def work(connection: Connection) -> R:
             touched.clear()
-            uow = UnitOfWork(self.app, self.projector, session, self._read_log(session), touched)
+            uow = UnitOfWork(
+                self.app, self.projector, connection, self._read_log(connection), touched
+            )
             result = decide(uow)
             uow.commit()
             return finish(uow, result)

@@ -9,7 +9,6 @@ from typing import cast
 from uuid import UUID
 
 from sqlalchemy import Connection
-from sqlalchemy.orm import Session
 
 from domain.conversation import Conversation
 from domain.errors import UnknownSession
@@ -27,7 +26,7 @@ class UnitOfWork:
 
     app: LedgerApplication
     projector: Projector
-    session: Session
+    connection: Connection
     read_log: LogReader
     touched: set[UUID]
     conversations: dict[str, Conversation | None] = field(default_factory=dict)
@@ -36,12 +35,10 @@ class UnitOfWork:
     transitions: list[Transition] = field(default_factory=list)
     position: int = 0
     rowset: RowSet = field(init=False)
-    connection: Connection = field(init=False)
 
     def __post_init__(self) -> None:
         projector = self.projector
-        # Resolved once: each Session.connection() call costs ORM bookkeeping.
-        self.connection = connection = self.session.connection()
+        connection = self.connection
         position, head, epoch = projector.positions(connection)
         fresh = self.app.synchronise(connection, head)
         if projector.rows is not None:

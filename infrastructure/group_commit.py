@@ -85,13 +85,20 @@ class CommitQueue(Generic[B, R]):
 
     def submit(self, batch: B) -> R:
         """Decide `batch`, alone or with others; returns (or raises) its own answer."""
-        ticket: _Ticket[B, R] = _Ticket(batch, self._size(batch))
         with self._mutex:
-            self._queue.append(ticket)
-            lead = not self._leading
+            # Nobody leads, so nobody is queued either (a queue always has a leader).
+            lone = not self._leading
             self._leading = True
-        if not lead:
-            ticket.wait()  # woken with the answer, or to take over the lead
+            if not lone:
+                ticket: _Ticket[B, R] = _Ticket(batch, self._size(batch))
+                self._queue.append(ticket)
+        if lone:
+            # The writer is free: run at once, with no ticket to wait on or answer through.
+            try:
+                return self._alone(batch)
+            finally:
+                self._hand_over()
+        ticket.wait()  # woken with the answer, or to take over the lead
         if not ticket.done:
             self._lead(ticket)
         return ticket.answer()
@@ -101,11 +108,15 @@ class CommitQueue(Generic[B, R]):
             while not own.done:
                 self._decide(self._take(), own)
         finally:
-            with self._mutex:
-                successor = self._queue[0] if self._queue else None
-                self._leading = successor is not None
-            if successor is not None:
-                successor.wake()
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        """Pass the lead to the oldest waiting caller, if any."""
+        with self._mutex:
+            successor = self._queue[0] if self._queue else None
+            self._leading = successor is not None
+        if successor is not None:
+            successor.wake()
 
     def _take(self) -> list[_Ticket[B, R]]:
         """The oldest queued batches, at most `limit` in size (at least one batch)."""

@@ -25,7 +25,7 @@ from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
-from sqlalchemy import Connection, Integer, Select, Table, bindparam, func, insert, select
+from sqlalchemy import Connection, Select, Table, bindparam, insert, select
 from sqlalchemy.orm import scoped_session, sessionmaker
 
 from domain.conversation import Conversation, conversation_id, project_conversation
@@ -33,8 +33,7 @@ from domain.events import Recorded
 from infrastructure.database import Database
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
-from projections.raw import RawSelect, as_tuple
-from projections.statements import STATEMENTS, driver_cursor, execute_many
+from projections.statements import STATEMENTS, driver_cursor
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -133,12 +132,18 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
         connection = self._writing()
         if connection.dialect.name == "sqlite":
             statement = STATEMENTS.get(connection, _insert_event, table)
-            execute_many(
-                connection, statement, [statement.row_parameters(e) for e in stored_events]
-            )
-            ((last,),) = _LAST_ROWID.rows(connection, as_tuple)
-            # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so this
-            # executemany took consecutive ids ending at the last one.
+            sql = statement.sql
+            parameters = [statement.row_parameters(e) for e in stored_events]
+            with driver_cursor(connection, sql, parameters) as cursor:
+                if len(parameters) == 1:
+                    cursor.execute(sql, parameters[0])
+                    last = cursor.lastrowid  # pysqlite sets it for execute, not executemany
+                else:
+                    cursor.executemany(sql, parameters)
+                    cursor.execute("SELECT last_insert_rowid()")
+                    (last,) = cursor.fetchone()
+            # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so these
+            # inserts took consecutive ids ending at the last one.
             return list(range(last - len(stored_events) + 1, last + 1))
         rows = connection.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True),
@@ -153,9 +158,6 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
 
 def _insert_event(events: Table) -> Any:
     return insert(events).values({name: bindparam(name) for name in _STORED_EVENT_FIELDS})
-
-
-_LAST_ROWID = RawSelect(select(func.last_insert_rowid(type_=Integer)))
 
 
 _STORED_EVENT_FIELDS = ("originator_id", "originator_version", "topic", "state")
@@ -303,7 +305,12 @@ class LedgerApplication(Application[UUID]):
         positions = self.recorder.insert_events(stored)
         assert positions is not None and len(positions) == len(events)
         assert self.snapshots is not None
-        added = Counter(event.originator_id for event in events)
+        # One aggregate (the usual single-key command) added every event.
+        added = (
+            {touched[0].id: len(events)}
+            if len(touched) == 1
+            else Counter(event.originator_id for event in events)
+        )
         for conversation in touched:
             before = conversation.version - added[conversation.id]
             if conversation.version // SNAPSHOT_INTERVAL > before // SNAPSHOT_INTERVAL:

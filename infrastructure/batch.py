@@ -52,9 +52,9 @@ def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[l
     accepted: list[tuple[int, int, Decision]] = []  # (batch, index, decision)
     recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it
     retried: list[tuple[int, int]] = []  # (batch, index) of eventIds an earlier batch recorded
-    uow.rowset.prefetch(
-        run_ids=[f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
-    )
+    started = [f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
+    if started:
+        uow.rowset.prefetch(run_ids=started)
     first_seen: list[dict[str, int]] = []
 
     for number, facts in enumerate(batches):

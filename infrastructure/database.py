@@ -47,7 +47,6 @@ class Database:
         self.busy_timeout = busy_timeout
         self.engine = _create_engine(url, busy_timeout)
         self.dialect = self.engine.dialect.name
-        self.write_engine = self.engine.execution_options(ledger_write=True)
         # SQLite's busy handler polls with back-off; this process's writers queue on a lock
         # instead. (Across processes SQLite's busy handler still decides; see docs.)
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
@@ -84,9 +83,15 @@ class Database:
         if lock is not None and not lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable("timed out waiting for this process's other writers")
         try:
-            connection = self.write_engine.connect()
+            connection = self.engine.connect()
             try:
-                connection.begin()
+                # Not an engine with a `ledger_write` option: its joined event dispatch
+                # cost more per connection than the flag.
+                _WRITE_BEGIN.immediate = True
+                try:
+                    connection.begin()
+                finally:
+                    _WRITE_BEGIN.immediate = False
                 for sql in self._lock_sql:
                     connection.exec_driver_sql(sql)
             except BaseException:
@@ -261,6 +266,11 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     )
 
 
+# Set on this thread while `Database._begin` begins a write transaction: the SQLite
+# "begin" listener issues BEGIN IMMEDIATE then (so does a `ledger_write` engine option).
+_WRITE_BEGIN = threading.local()
+
+
 def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> None:
     # The file this engine's first connection opened, as (device, inode). An open SQLite
     # connection keeps reading and writing its file after it is unlinked or replaced, so
@@ -282,7 +292,9 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Connection) -> None:
-        write = connection.get_execution_options().get("ledger_write", False)
+        write = _WRITE_BEGIN.__dict__.get("immediate") or connection.get_execution_options().get(
+            "ledger_write", False
+        )
         begin = "BEGIN IMMEDIATE" if write else "BEGIN"
         # On the driver: SQLAlchemy's execute cost 10x the statement itself.
         try:

@@ -498,24 +498,31 @@ class Ledger:
         return lambda after, limit: self.event_log.read(executor, after, limit)
 
     def _transact(self, decide: Callable[[UnitOfWork], T]) -> T:
-        return self._transact_then(decide, lambda _uow, result: result)
-
-    def _transact_then(
-        self, decide: Callable[[UnitOfWork], T], finish: Callable[[UnitOfWork, T], R]
-    ) -> R:
-        """Run a command in one write transaction; `finish` reads the projected rows."""
+        """Run a command in one write transaction."""
         touched: set[UUID] = set()
 
-        def work(connection: Connection) -> R:
+        def work(connection: Connection) -> T:
             touched.clear()
             uow = UnitOfWork(
                 self.app, self.projector, connection, self._read_log(connection), touched
             )
             result = decide(uow)
             uow.commit()
-            return finish(uow, result)
+            return result
 
         return self.database.write(work, on_failure=lambda: self._forget(touched))
+
+    def _transact_then(
+        self, decide: Callable[[UnitOfWork], T], finish: Callable[[UnitOfWork, T], R]
+    ) -> R:
+        """Run a command in one write transaction; `finish` reads the projected rows."""
+
+        def decide_then_finish(uow: UnitOfWork) -> R:
+            result = decide(uow)
+            uow.commit()
+            return finish(uow, result)
+
+        return self._transact(decide_then_finish)
 
     def _forget(self, touched: set[UUID]) -> None:
         """A transaction failed: nothing it decided or folded was committed."""

@@ -20,7 +20,7 @@ from projections.rows import SessionView
 from projections.state import RowSet
 
 
-@dataclass
+@dataclass(slots=True)
 class UnitOfWork:
     """One write transaction: aggregates loaded, events decided, rows to project."""
 

@@ -446,11 +446,10 @@ class EventsPath:
 
     FastAPI's stack (its error, telemetry and body-limit layers, then ours) cost about
     as much per request as the rest of the HTTP side together. Here: the auth check, the
-    body gathered within
-    the body limit, parsed by orjson and validated as `EventsRequest` (as the route
-    validates it), one hop to a worker thread for the write, the answer serialised as the
-    route's `EventsResponse`, ledger errors answered by the route's handler, and the
-    request counted and timed as `RequestMetrics` does.
+    body gathered within the body limit, parsed by orjson and validated as
+    `EventsRequest` (as the route validates it), one hop to a worker thread for the
+    write, the answer serialised as the route's `EventsResponse`, ledger errors answered
+    by the route's handler, and the request counted and timed as `RequestMetrics` does.
 
     Whatever is not the plain case goes to the FastAPI app, the body replayed, and is
     answered exactly as before: a content type other than `application/json`, an

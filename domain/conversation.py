@@ -320,7 +320,7 @@ class Conversation:
 
     def _append_entry(self, fact: TranscriptAppendedFact, generation: Generation) -> Decision:
         entry = fact.entry
-        entry_digest = entry.digest()
+        entry_digest = fact.entry_digest()
         known = generation.entries.get(entry.id)
         if known == entry_digest:
             # A retried append under a new eventId: the entry is already there.
@@ -350,10 +350,17 @@ class Conversation:
             entry_hash=chain_hash(generation.head, entry_digest),
         )
 
-    def _accept(self, fact: Fact, event_class: type[Recorded], **derived: Any) -> Decision:
-        # iter(): dict(model) first probes the model for `keys`, a failing pydantic
-        # __getattr__ that cost as much as copying the fields.
-        self._trigger(event_class, **dict(iter(fact)), **derived)
+    def _accept(self, fact: Fact, event_class: type[Recorded], **derived: int | str) -> Decision:
+        # The fact was validated at the edge: its event is built without validating again.
+        self._apply(
+            event_class.from_fact(
+                fact,
+                originator_id=self.id,
+                originator_version=self.version + 1,
+                timestamp=utcnow(),
+                **derived,
+            )
+        )
         outcome: Outcome = "applied" if fact.session_id == self.current_session_id else "archived"
         return Decision(outcome, fact.session_id, self.current_session_id)
 
@@ -441,12 +448,16 @@ class Conversation:
     # -- event plumbing ------------------------------------------------------------------
 
     def _trigger(self, event_class: type[Recorded], **fields: Any) -> None:
-        event = event_class(
-            originator_id=self.id,
-            originator_version=self.version + 1,
-            timestamp=utcnow(),
-            **fields,
+        self._apply(
+            event_class(
+                originator_id=self.id,
+                originator_version=self.version + 1,
+                timestamp=utcnow(),
+                **fields,
+            )
         )
+
+    def _apply(self, event: Recorded) -> None:
         evolve(self, event)  # type: ignore[arg-type]
         self._pending.append(event)
 

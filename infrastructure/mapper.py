@@ -23,9 +23,8 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
+from domain.events import ORIGINATOR_FIELDS, Fact
 from infrastructure import jsoncodec
-
-ORIGINATOR_FIELDS = {"originator_id", "originator_version"}
 
 
 class OrjsonTranscoder(Transcoder):
@@ -61,10 +60,14 @@ def _json_validator(cls: type[BaseModel]) -> SchemaValidator | None:
 class PydanticMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         model = cast(BaseModel, domain_event)
-        state = model.model_dump(mode="json", exclude=ORIGINATOR_FIELDS)
+        if isinstance(model, Fact):
+            # The event's one dump, which its receipt fingerprint shares (never mutated).
+            state = model.dumped()
+        else:
+            state = model.model_dump(mode="json", exclude=ORIGINATOR_FIELDS)
         class_version = getattr(type(model), "class_version", 1)
         if class_version > 1:
-            state["class_version"] = class_version
+            state = {**state, "class_version": class_version}
         return StoredEvent(
             originator_id=domain_event.originator_id,
             originator_version=domain_event.originator_version,

@@ -75,10 +75,13 @@ class Fact(Model):
 
     @cached_property
     def _fingerprint(self) -> str:
+        names = _fact_fields(self.type)
+        dumped = self.__dict__.get("_json")
+        if dumped is None:  # not dumped yet, nor to be (a decoded event): the fact's fields
+            dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
         # What model_dump(mode="json", include=<the fact's fields>) gave: include only
         # filters the top-level keys, and canonical_json sorts them.
-        dumped = self._json
-        return digest(canonical_json({name: dumped[name] for name in _fact_fields(self.type)}))
+        return digest(canonical_json({name: dumped[name] for name in names}))
 
 
 ORIGINATOR_FIELDS: set[str] = {"originator_id", "originator_version"}  # never mutated
@@ -245,6 +248,11 @@ def _fact_fields(type_: str) -> tuple[str, ...]:
     """The fields of the fact a `type` names, in field order (recorded events add theirs
     after them)."""
     return tuple(FACT_CLASSES[type_].model_fields)
+
+
+@cache
+def _fact_field_set(type_: str) -> set[str]:
+    return set(_fact_fields(type_))  # shared: never mutated
 
 
 FACT_CLASSES: dict[str, type[Fact]] = {

@@ -89,10 +89,12 @@ def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[l
                     continue
             decision = conversation.record(fact)
             if uow.add(conversation):
+                # Answered after the commit, from the fold (position, rows).
                 accepted.append((number, index, decision))
                 recorded_here[fact.event_id] = number
                 if isinstance(fact, RunStartedFact):
                     started_here[fact.run_id] = fact.session_key
+                continue
             answers[index] = RecordResult(
                 fact.event_id,
                 decision.outcome,

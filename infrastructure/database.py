@@ -242,16 +242,16 @@ def _first_line(error: BaseException) -> str:
 
 def _register_sqlite_adapters() -> None:
     """pysqlite binds only exact int, float, str and bytearray values directly; any other
-    value (None, bytes, bool) goes through its adaptation protocol, which looks up
+    value (None, bytes, memoryview, bool) goes through its adaptation protocol, which looks up
     `__adapt__` and `__conform__` and pays for an AttributeError each time: about 30
     values of a single-event command, 2% of its instructions. An adapter registered
     for the type is found first, by one dict lookup, and binds the same value (NULL,
     the same blob, 0/1). Process-wide, like every sqlite3 adapter."""
-    none: dict[None, None] = {}
-    sqlite3.register_adapter(
-        type(None), cast(Callable[[None], None], none.get)
-    )  # None -> None, in C
+    none: dict[None, None] = {}  # none.get(None) is None, in C
+    sqlite3.register_adapter(type(None), cast(Callable[[None], None], none.get))
     sqlite3.register_adapter(bytes, bytes)  # an exact bytes object comes back as itself
+    # SQLAlchemy wraps binary values (the events' ids and payloads) in sqlite3.Binary.
+    sqlite3.register_adapter(memoryview, memoryview)
     sqlite3.register_adapter(bool, int)
 
 

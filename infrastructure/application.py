@@ -9,6 +9,7 @@ tracking position commit together or not at all. Tables come from migrations
 from __future__ import annotations
 
 import contextlib
+import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -33,6 +34,7 @@ from domain.events import Recorded
 from infrastructure.database import Database
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
+from projections.raw import driver_errors
 from projections.statements import STATEMENTS, driver_cursor
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
@@ -134,14 +136,21 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
             statement = STATEMENTS.get(connection, _insert_event, table)
             sql = statement.sql
             parameters = [statement.row_parameters(e) for e in stored_events]
-            with driver_cursor(connection, sql, parameters) as cursor:
-                if len(parameters) == 1:
-                    cursor.execute(sql, parameters[0])
-                    last = cursor.lastrowid  # pysqlite sets it for execute, not executemany
-                else:
-                    cursor.executemany(sql, parameters)
-                    cursor.execute("SELECT last_insert_rowid()")
-                    (last,) = cursor.fetchone()
+            try:  # not driver_cursor: a generator context manager per command
+                cursor: Any = connection.connection.cursor()
+                try:
+                    if len(parameters) == 1:
+                        cursor.execute(sql, parameters[0])
+                        last = cursor.lastrowid  # pysqlite sets it for execute only
+                    else:
+                        cursor.executemany(sql, parameters)
+                        cursor.execute("SELECT last_insert_rowid()")
+                        (last,) = cursor.fetchone()
+                finally:
+                    cursor.close()
+            except sqlite3.Error:
+                with driver_errors(connection, sql, parameters):
+                    raise  # as SQLAlchemy would raise it
             # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so these
             # inserts took consecutive ids ending at the last one.
             return list(range(last - len(stored_events) + 1, last + 1))

@@ -22,13 +22,12 @@ from typing import Any, TypeVar, cast
 import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError as LibraryIntegrityError
 from eventsourcing.persistence import PersistenceError
-from sqlalchemy import Connection, Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, make_url
 from sqlalchemy.orm import Session
 
 from domain.errors import StoreUnavailable
 from infrastructure import jsoncodec
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS
-from projections.raw import driver_errors
 from projections.tables import EVENTS_TABLE
 
 T = TypeVar("T")
@@ -75,8 +74,8 @@ class Database:
         self._end(connection, commit=True)
 
     def _begin(self) -> Connection:
-        """The writer lock, a connection and its transaction (SQLite `BEGIN IMMEDIATE` by
-        the engine's "begin" listener; PostgreSQL `LOCK TABLE`). No ORM session: its
+        """The writer lock, a connection and its transaction (SQLite `BEGIN IMMEDIATE`;
+        PostgreSQL `LOCK TABLE`). No ORM session: its
         begin/commit bookkeeping cost more than the rest of a single-event command's
         Python (`session` makes one for whatever library code wants one)."""
         lock = self._process_write_lock
@@ -85,13 +84,7 @@ class Database:
         try:
             connection = self.engine.connect()
             try:
-                # Not an engine with a `ledger_write` option: its joined event dispatch
-                # cost more per connection than the flag.
-                _WRITE_BEGIN.immediate = True
-                try:
-                    connection.begin()
-                finally:
-                    _WRITE_BEGIN.immediate = False
+                _begin_immediately(connection)
                 for sql in self._lock_sql:
                     connection.exec_driver_sql(sql)
             except BaseException:
@@ -282,9 +275,24 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
     )
 
 
-# Set on this thread while `Database._begin` begins a write transaction: the SQLite
-# "begin" listener issues BEGIN IMMEDIATE then (so does a `ledger_write` engine option).
+# Set on this thread while a write transaction begins: SQLite's BEGIN is then
+# BEGIN IMMEDIATE, which takes the write lock at once.
 _WRITE_BEGIN = threading.local()
+
+
+def _begin_immediately(connection: Connection) -> RootTransaction:
+    _WRITE_BEGIN.immediate = True
+    try:
+        return connection.begin()
+    finally:
+        _WRITE_BEGIN.immediate = False
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """`engine.begin()` that takes SQLite's write lock at BEGIN (on engines made here)."""
+    with engine.connect() as connection, _begin_immediately(connection):
+        yield connection
 
 
 def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> None:
@@ -306,24 +314,25 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
         if path is not None and not opened:
             opened.append(_file_identity(path) or (0, 0))
 
-    @event.listens_for(engine, "begin")
-    def _on_begin(connection: Connection) -> None:
-        write = _WRITE_BEGIN.__dict__.get("immediate") or connection.get_execution_options().get(
-            "ledger_write", False
-        )
-        begin = "BEGIN IMMEDIATE" if write else "BEGIN"
-        # On the driver: SQLAlchemy's execute cost 10x the statement itself.
-        try:
-            connection.connection.dbapi_connection.execute(begin)  # type: ignore[union-attr]
-        except sqlite3.Error:
-            with driver_errors(connection, begin, ()):
-                raise  # as SQLAlchemy would raise it
+    dialect = engine.dialect
+
+    def do_begin(dbapi_connection: Any) -> None:
+        """BEGIN, issued by us (pysqlite must not: see above). The dialect's hook rather
+        than a "begin" event listener: with any Connection event listened for, every
+        Connection joins the engine's event dispatch and dispatches begin and commit,
+        about 20 µs per transaction. Driver errors raised here SQLAlchemy raises as its
+        own, like any statement's."""
+        begin = "BEGIN IMMEDIATE" if _WRITE_BEGIN.__dict__.get("immediate") else "BEGIN"
+        raw = dbapi_connection.dbapi_connection
+        raw.execute(begin)
         # Checked once the transaction holds its lock, so only a removal during the
         # transaction itself can still slip by.
         if path is not None and opened and _file_identity(path) != opened[0]:
-            connection.exec_driver_sql("ROLLBACK")
-            connection.invalidate()
+            raw.execute("ROLLBACK")
+            dbapi_connection.invalidate()
             raise StoreUnavailable(f"database file {path} was removed or replaced")
+
+    dialect.do_begin = do_begin  # type: ignore[method-assign]
 
 
 def _use_wal(cursor: Any, busy_timeout: float) -> None:

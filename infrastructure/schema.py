@@ -13,6 +13,7 @@ from sqlalchemy import Engine, inspect, text
 
 import migrations
 from domain.errors import SchemaMismatch
+from infrastructure.database import write_transaction
 
 UpgradePolicy = Literal["auto", "always", "never"]
 
@@ -50,7 +51,7 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     write lock at BEGIN (on engines made by infrastructure.database).
     """
     config = alembic_config()
-    with engine.execution_options(ledger_write=True).begin() as connection:
+    with write_transaction(engine) as connection:
         if connection.dialect.name == "postgresql":
             connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _UPGRADE_LOCK})
         config.attributes["connection"] = connection

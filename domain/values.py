@@ -42,15 +42,6 @@ def _no_control_characters(value: str) -> str:
     return value
 
 
-# The same check as a pydantic-core `pattern` (Rust, no Python call), for validators
-# that need no clear message: decoding stored events, which were checked when written
-# (infrastructure/mapper.py). At the edge the Python check names the problem instead
-# of printing this pattern.
-NATIVE_CHECKS: dict[Any, dict[str, Any]] = {
-    _no_control_characters: {"pattern": r"^[^\x00-\x1f\x7f-\x9f]*$"},
-}
-
-
 SessionKey = Annotated[
     str,
     Field(min_length=1, max_length=MAX_KEY_LENGTH),

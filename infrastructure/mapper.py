@@ -7,9 +7,8 @@ library: a class with `class_version = N` gets old payloads through its
 
 Reading: a payload of the class's current version is validated by pydantic straight
 from its bytes (the originator fields spliced in), which reads integers of any size
-exactly and skips building a dict first, with the class's schema made cheaper for
-stored payloads (`stored_schema`); anything else (an old version to upcast, a payload
-that does not validate that way) takes the dict path and the class's own schema.
+exactly and skips building a dict first; anything else (an old version to upcast, a
+payload that does not validate that way) takes the dict path.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
 from domain.events import ORIGINATOR_FIELDS, Fact
-from domain.values import NATIVE_CHECKS
 from infrastructure import jsoncodec
 
 
@@ -56,25 +54,7 @@ def _json_validator(cls: type[BaseModel]) -> SchemaValidator | None:
     with upcasts, whose older payloads need the dict path."""
     if int(getattr(cls, "class_version", 1)) > 1:
         return None
-    return SchemaValidator(stored_schema(cls.__pydantic_core_schema__))
-
-
-def stored_schema(schema: Any) -> Any:
-    """A copy of a core schema with its Python checks that have a native equivalent
-    (domain.values.NATIVE_CHECKS) swapped for it: the same values accepted and built,
-    without a call into Python per identifier. Only its messages differ, and nobody sees
-    them: a payload it refuses takes the dict path, which raises the class's own error."""
-    if isinstance(schema, list):
-        return [stored_schema(item) for item in schema]
-    if not isinstance(schema, dict):
-        return schema
-    if schema.get("type") == "function-after":
-        native = NATIVE_CHECKS.get(schema["function"].get("function"))
-        if native is not None:
-            inner = stored_schema(schema["schema"])
-            assert inner.get("type") == "str" and not inner.keys() & native.keys(), inner
-            return {**inner, **native}
-    return {key: stored_schema(value) for key, value in schema.items()}
+    return cls.__pydantic_validator__  # type: ignore[return-value]
 
 
 class PydanticMapper(Mapper[UUID]):

@@ -12,11 +12,8 @@ from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, get_args
 from uuid import UUID
 
-import orjson
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pydantic import ValidationError
-from pydantic_core import SchemaValidator
 
 from domain import values
 from domain.events import (
@@ -285,58 +282,3 @@ def test_from_fact_refuses_what_validation_would() -> None:
     assert RECORDED["binding.set"].from_fact(fact, **recorded) == RECORDED[
         "binding.set"
     ].model_validate({**recorded, **dict(iter(fact))})
-
-
-# -- the stored events' decoder ------------------------------------------------------------
-
-
-@settings(max_examples=2000, deadline=None)
-@given(
-    st.text(st.characters(exclude_categories=("Cs",)), max_size=12)
-    | st.text(st.characters(max_codepoint=0xA0), max_size=12)
-)
-def test_native_checks_accept_exactly_what_the_python_checks_accept(text: str) -> None:
-    for check, native in values.NATIVE_CHECKS.items():
-        try:
-            check(text)
-        except ValueError:
-            python_accepts = False
-        else:
-            python_accepts = True
-        validator = SchemaValidator({"type": "str", **native})
-        try:
-            validator.validate_python(text)
-            validator.validate_json(orjson.dumps(text))
-        except ValidationError:
-            native_accepts = False
-        else:
-            native_accepts = True
-        assert native_accepts == python_accepts, (check, text)
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    fact=facts(),
-    originator_id=st.uuids(),
-    timestamp=moments,
-    chain=st.tuples(st.integers(1, 2**40), short, short),
-)
-def test_stored_events_decode_as_the_class_schema_decodes_them(
-    fact: Fact, originator_id: UUID, timestamp: datetime, chain: tuple[int, str, str]
-) -> None:
-    cls = RECORDED[fact.type]
-    derived: dict[str, Any] = {}
-    if isinstance(fact, TranscriptAppendedFact):
-        derived = dict(zip(("seq", "prev_hash", "entry_hash"), chain, strict=True))
-    event = cls.from_fact(
-        fact, originator_id=originator_id, originator_version=7, timestamp=timestamp, **derived
-    )
-    mapper = PydanticMapper(transcoder=OrjsonTranscoder())
-    state = mapper.to_stored_event(event).state  # type: ignore[arg-type]
-    topic = cls_topic(cls)
-    fast = mapper.decode(topic, originator_id.hex, 7, state)
-    slow = mapper._decode_dict(cls, originator_id, 7, state)
-    assert type(fast) is cls
-    assert fast == slow
-    assert fields_of(fast) == fields_of(slow)  # type: ignore[arg-type]
-    assert fast.__pydantic_fields_set__ == slow.__pydantic_fields_set__  # type: ignore[attr-defined]

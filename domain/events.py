@@ -12,7 +12,7 @@ Recorded events are immutable pydantic models and versioned with the library's
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from functools import cache, cached_property
+from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self, Union
 from uuid import UUID
 
@@ -60,28 +60,28 @@ class Fact(Model):
 
     def fingerprint(self) -> str:
         """Digest of the fact's own fields, so a reused eventId can be told from a retry."""
-        return self._fingerprint
+        # Cached by hand: functools.cached_property takes a lock on every first access.
+        cached = self.__dict__.get("_fingerprint")
+        if cached is None:
+            dumped = self.__dict__.get("_json")
+            if dumped is None:  # not dumped, nor to be (a decoded event): the fact's fields
+                dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
+            else:  # what include=<the fact's fields> gives: canonical_json sorts the keys
+                dumped = {name: dumped[name] for name in _fact_fields(self.type)}
+            cached = self.__dict__["_fingerprint"] = digest(canonical_json(dumped))
+        return cached
 
     def dumped(self) -> dict[str, Any]:
         """`model_dump(mode="json")` without a recorded event's originator id and version
         (the stored event's columns), computed once per (immutable) instance: the one dump
         its fingerprint, entry digest and stored bytes all derive from. Shared: never
         mutate it."""
-        return self._json
-
-    @cached_property
-    def _json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json", exclude=ORIGINATOR_FIELDS)
-
-    @cached_property
-    def _fingerprint(self) -> str:
-        names = _fact_fields(self.type)
         dumped = self.__dict__.get("_json")
-        if dumped is None:  # not dumped yet, nor to be (a decoded event): the fact's fields
-            dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
-        # What model_dump(mode="json", include=<the fact's fields>) gave: include only
-        # filters the top-level keys, and canonical_json sorts them.
-        return digest(canonical_json({name: dumped[name] for name in names}))
+        if dumped is None:
+            dumped = self.__dict__["_json"] = self.model_dump(
+                mode="json", exclude=ORIGINATOR_FIELDS
+            )
+        return dumped  # type: ignore[no-any-return]
 
 
 ORIGINATOR_FIELDS: set[str] = {"originator_id", "originator_version"}  # never mutated
@@ -129,11 +129,10 @@ class TranscriptEntry(Model):
 
     def digest(self) -> str:
         """Content digest: what the generation's hash chain links."""
-        return self._digest
-
-    @cached_property
-    def _digest(self) -> str:
-        return _entry_digest(self.model_dump(mode="json"))
+        cached = self.__dict__.get("_digest")  # by hand, as Fact.fingerprint
+        if cached is None:
+            cached = self.__dict__["_digest"] = _entry_digest(self.model_dump(mode="json"))
+        return cached  # type: ignore[no-any-return]
 
 
 def _entry_digest(dumped: dict[str, Any]) -> str:
@@ -156,7 +155,7 @@ class TranscriptAppendedFact(Fact):
         stored bytes need anyway) instead of a second dump of the entry."""
         entry = self.entry
         if "_digest" not in entry.__dict__:
-            entry.__dict__["_digest"] = _entry_digest(self._json["entry"])
+            entry.__dict__["_digest"] = _entry_digest(self.dumped()["entry"])
         return entry.digest()
 
 
@@ -340,7 +339,7 @@ class Recorded(BaseModel):
         # The cached properties' slots: the dump composed from the fact's (ints and strings
         # dump as themselves), and the fingerprint if the fact has it already.
         values["_json"] = {
-            **fact._json,
+            **fact.dumped(),
             "timestamp": _DATETIME.to_python(timestamp, mode="json"),
             **derived,
         }

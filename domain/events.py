@@ -32,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from domain.values import (
     MAX_ENTRY_BYTES,
     Identifier,
+    Instant,
     Interaction,
     Model,
     ResetReason,
@@ -55,7 +56,7 @@ class Fact(Model):
     session_key: SessionKey
     session_id: Identifier
     run_id: Identifier | None = None
-    occurred_at: AwareDatetime
+    occurred_at: Instant
     writer: Writer
 
     def fingerprint(self) -> str:

@@ -6,10 +6,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, NonNegativeInt
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
 from pydantic.alias_generators import to_camel
 
 # Explicit, documented limits (SPEC §8).
@@ -53,6 +54,22 @@ Identifier = Annotated[
     AfterValidator(_no_control_characters),
 ]
 ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
+
+_MINUTE = timedelta(minutes=1)
+
+
+def _offset_in_whole_minutes(value: datetime) -> datetime:
+    # JSON (and so the log) writes a UTC offset to the minute: a finer one, which only
+    # the Python API can pass, would be cut and move the stored instant off the one the
+    # live projection folded. Such a time is kept in UTC instead; the instant is the same.
+    offset = value.utcoffset()
+    if offset is not None and offset % _MINUTE:
+        return value.astimezone(UTC)
+    return value
+
+
+# An aware time whose offset the log can write exactly.
+Instant = Annotated[AwareDatetime, AfterValidator(_offset_in_whole_minutes)]
 
 
 class Model(BaseModel):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -159,3 +159,26 @@ def test_rebuild_replaces_rows_changed_behind_the_stores_back(
     append(ledger, key(1), sid, "e3")  # the live projection goes on from the swapped position
     assert ledger.session(key(1)).entry_count == 4
     assert_replay_equals_live(ledger)
+
+
+def test_a_time_with_a_sub_minute_offset_replays_as_it_was_projected(database_url: str) -> None:
+    # The Python API takes any aware datetime; the log writes offsets to the minute.
+    at = datetime(2026, 11, 21, 10, 0, tzinfo=timezone(timedelta(seconds=30)))
+    with Ledger.open(database_url) as ledger:
+        sid = ledger.resolve(key(1), at=at).session.session_id
+        ledger.record(
+            [
+                {
+                    "type": "run.started",
+                    "eventId": "odd-offset",
+                    "sessionKey": key(1),
+                    "sessionId": sid,
+                    "runId": "r1",
+                    "occurredAt": at,
+                    "writer": "runner",
+                    "trigger": "user",
+                }
+            ]
+        )
+        assert ledger.session(key(1)).started_at == at
+        assert_replay_equals_live(ledger)

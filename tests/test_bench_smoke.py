@@ -44,3 +44,17 @@ def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> N
         assert scenario in names, (scenario, names)
     for result in results:
         assert result["value"] > 0, result
+
+
+def test_the_floor_replays_a_commands_sql_and_names_the_pages_it_writes() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.floor", "20"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "its SQL replayed raw" in done.stdout
+    # Every command writes the event and the tracking row: the pages are attributed.
+    assert "sessionledger_events" in done.stdout and "sessionledger_tracking" in done.stdout

@@ -49,10 +49,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if value is None:
-            return None
-        value = value.astimezone(UTC)
-        return _sqlite_text(value) if dialect.name == "sqlite" else value
+        if dialect.name == "sqlite":
+            return _bind_sqlite(value)
+        return None if value is None else value.astimezone(UTC)
 
     def bind_processor(self, dialect: Dialect) -> Any:
         # SQLite: one plain function instead of TypeDecorator's closure around
@@ -96,9 +95,7 @@ def _bind_sqlite(value: datetime | None) -> str | None:
     """UTCDateTime.process_bind_param on SQLite."""
     if value is None:
         return None
-    if value.tzinfo is not UTC:
-        value = value.astimezone(UTC)
-    return value.isoformat(" ", "microseconds")[:-6]
+    return _sqlite_text(value if value.tzinfo is UTC else value.astimezone(UTC))
 
 
 class _SQLiteDateTimeText(String):

@@ -255,7 +255,7 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
         in_memory = database in ("", ":memory:") or "mode=memory" in url
         engine = create_engine(
             url,
-            json_serializer=jsoncodec.dumps_text,
+            json_serializer=jsoncodec.dumps_sqlite,
             json_deserializer=jsoncodec.loads,
             connect_args={"timeout": busy_timeout, "check_same_thread": False},
             # A file's pool queues for connections; an in-memory one has a single one.

@@ -10,9 +10,10 @@ from typing import Any
 
 import orjson
 
-# 20 or more digits in a row: possibly an integer beyond 64 bits (inside a string it is
-# harmless, just slower). Shorter runs always fit in a signed or unsigned 64-bit int.
-_LONG_NUMBER = re.compile(rb"\d{20,}")
+# Possibly an integer orjson cannot read exactly (inside a string it is harmless, just
+# slower): 20 or more digits, or a negative one of 19 (below -2**63, -9223372036854775808).
+# Shorter runs always fit in orjson's signed or unsigned 64-bit integers.
+_LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")
 
 
 def dumps(value: Any) -> bytes:
@@ -31,3 +32,16 @@ def loads(data: bytes | str) -> Any:
 
 def dumps_text(value: Any) -> str:
     return dumps(value).decode()
+
+
+def dumps_sqlite(value: Any) -> str | bytes:
+    """JSON for SQLite's JSON columns. Their declared type gives them numeric affinity:
+    SQLite converts text that reads as a number into an INTEGER or REAL, and an integer
+    beyond 64 bits (or a float's last digits) comes back changed. A bare number is
+    bound as a BLOB, which affinity leaves alone; `loads` reads it like the text."""
+    text = dumps(value)
+    return text.decode() if text[:1] in _NOT_A_NUMBER else text
+
+
+# How JSON text that is not a bare number starts: an object, array, string or literal.
+_NOT_A_NUMBER = frozenset((b"{", b"[", b'"', b"t", b"f", b"n"))

@@ -42,9 +42,10 @@ T = TypeVar("T")
 
 
 def _json_text(loads: Callable[[str], Any]) -> Decoder:
-    """A JSON column on SQLite, decoded as SQLAlchemy's SQLite JSON type does: text by
-    the engine's deserializer; a bare number comes back as the number SQLite made of it
-    (the column's numeric affinity)."""
+    """A JSON column on SQLite, decoded as SQLAlchemy's SQLite JSON type does: text (or a
+    bare number's BLOB, see jsoncodec.dumps_sqlite) by the engine's deserializer; a bare
+    number stored before that comes back as the number SQLite made of it (the column's
+    numeric affinity)."""
 
     def decode(value: Any) -> Any:
         if value is None:

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.errors import InvalidEvent, SessionChanged, SessionDeleted, UnknownSession
 from domain.policies import FreshnessPolicy
@@ -305,4 +307,37 @@ def test_huge_integers_in_entry_content_survive_the_log_and_the_rows(ledger: Led
     (stored,) = ledger.transcript(KEY)
     assert stored.content == content
     assert isinstance(stored.content["big"], int)
+    assert_replay_equals_live(ledger)
+
+
+# Any JSON value, bare numbers included: SQLite's JSON columns have numeric affinity.
+json_content = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**80), 2**80)
+    | st.integers(2**63, 2**80)  # beyond 64 bits, where SQLite's affinity loses digits
+    | st.integers(-(2**80), -(2**63) - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=10),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+
+
+def test_entry_content_reads_back_exactly_as_it_was_sent(ledger: Ledger) -> None:
+    sid = open_key(ledger)
+    sent: list[Any] = []
+
+    @settings(max_examples=60, deadline=None)
+    @given(content=json_content)
+    def append(content: Any) -> None:
+        ledger.record([entry(sid, f"m{len(sent)}", content=content)])
+        sent.append(content)
+        stored = ledger.transcript(KEY)[-1].content
+        assert stored == content and type(stored) is type(content)
+
+    append()
+    assert [row.content for row in ledger.transcript(KEY)] == sent
     assert_replay_equals_live(ledger)

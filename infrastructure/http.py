@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import Annotated, Any, Generic, Literal, TypeVar
 from urllib.parse import quote, unquote
 
-import orjson
 from fastapi import Depends, FastAPI, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -51,6 +50,7 @@ from domain.values import (
     ShortText,
     Status,
 )
+from infrastructure import jsoncodec
 from infrastructure.config import ServerSettings
 from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
 from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
@@ -446,7 +446,7 @@ class EventsPath:
 
     FastAPI's stack (its error, telemetry and body-limit layers, then ours) cost about
     as much per request as the rest of the HTTP side together. Here: the auth check, the
-    body gathered within the body limit, parsed by orjson and validated as
+    body gathered within the body limit, parsed (`jsoncodec.loads`) and validated as
     `EventsRequest` (as the route validates it), one hop to a worker thread for the
     write, the answer serialised as the route's `EventsResponse`, ledger errors answered
     by the route's handler, and the request counted and timed as `RequestMetrics` does.
@@ -454,7 +454,7 @@ class EventsPath:
     Whatever is not the plain case goes to the FastAPI app, the body replayed, and is
     answered exactly as before: a content type other than `application/json`, an
     Authorization header that does not allow it (the route's 401/403), a declared or
-    counted body over the limit (`BodyLimit`'s 413), a body orjson does not read or that
+    counted body over the limit (`BodyLimit`'s 413), a body that does not parse or that
     does not validate (the route's 400/413/422 with their details), a body that never
     arrived, and every request while FastAPI's own telemetry is configured.
     """
@@ -519,8 +519,10 @@ class EventsPath:
             if not plain:
                 raise ValueError("the body did not arrive, or is over the limit")
             body = b"".join(m.get("body", b"") for m in received)
-            request = EventsRequest.model_validate(orjson.loads(body))
-        except (ValueError, ValidationError):  # orjson's errors are ValueErrors
+            # jsoncodec: orjson reads integers beyond 64 bits as floats; the route's parser
+            # (the stdlib's) reads them exactly, and so does this.
+            request = EventsRequest.model_validate(jsoncodec.loads(body))
+        except (ValueError, ValidationError):  # both parsers' errors are ValueErrors
 
             async def replay() -> Message:
                 return received.pop(0) if received else await receive()

@@ -1226,3 +1226,13 @@ def test_serve_refuses_a_non_loopback_address_without_tokens(
             serve(ledger, host=host, port=free_port(), settings=ServerSettings())
         with pytest.raises(UnsafeBind):
             serve(ledger, host=host, port=free_port())  # nothing in the environment either
+
+
+def test_integers_beyond_64_bits_in_content_arrive_exactly(admin: httpx.Client) -> None:
+    # httpx writes them exactly; a parser that reads them as floats would change them.
+    key = new_key()
+    sid = open_key(admin, key)
+    contents = [2**70, -(2**63) - 1, {"tokens": [2**64, -(2**65)]}]
+    record(admin, *(entry(key, sid, f"m{n}", content=c) for n, c in enumerate(contents)))
+    transcript = ok(admin.get(path(key, "/transcript")))
+    assert [e["content"] for e in transcript["entries"]] == contents

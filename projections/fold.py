@@ -162,19 +162,21 @@ def fold(
         usage = event.usage
         run = _evolve_run(
             started,
-            status=event.outcome if isinstance(event, RunEnded) else "failed",
-            ended_at=ended_at,
-            runtime_ms=_millis(ended_at - started.started_at),
-            stop_reason=event.stop_reason if isinstance(event, RunEnded) else None,
-            error=event.error if isinstance(event, RunErrored) else None,
-            error_kind=event.error_kind if isinstance(event, RunErrored) else None,
-            input_tokens=usage.input,
-            output_tokens=usage.output,
-            cache_read_tokens=usage.cache_read,
-            cache_write_tokens=usage.cache_write,
-            late=started.late or not current,
-            ended_position=position,
-            updated_at=recorded,
+            dict(
+                status=event.outcome if isinstance(event, RunEnded) else "failed",
+                ended_at=ended_at,
+                runtime_ms=_millis(ended_at - started.started_at),
+                stop_reason=event.stop_reason if isinstance(event, RunEnded) else None,
+                error=event.error if isinstance(event, RunErrored) else None,
+                error_kind=event.error_kind if isinstance(event, RunErrored) else None,
+                input_tokens=usage.input,
+                output_tokens=usage.output,
+                cache_read_tokens=usage.cache_read,
+                cache_write_tokens=usage.cache_write,
+                late=started.late or not current,
+                ended_position=position,
+                updated_at=recorded,
+            ),
         )
         still_active = tuple(r for r in generation.active_run_ids if r != event.run_id)
         touched.update(
@@ -384,11 +386,7 @@ def _evolver(row_type: type[T]) -> Callable[..., T]:
 
 
 _evolve = _evolver(GenerationRow)
-_evolve_run_by = _evolver(RunRow)
-
-
-def _evolve_run(run: RunRow, **changes: Any) -> RunRow:
-    return _evolve_run_by(run, changes)
+_evolve_run = _evolver(RunRow)
 
 
 def _receipt(

@@ -9,7 +9,6 @@ tracking position commit together or not at all. Tables come from migrations
 from __future__ import annotations
 
 import contextlib
-import sqlite3
 import threading
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -34,8 +33,8 @@ from domain.events import Recorded
 from infrastructure.database import Database
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
-from projections.raw import driver_errors
-from projections.statements import STATEMENTS, driver_cursor
+from projections.raw import on_driver
+from projections.statements import STATEMENTS
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -134,23 +133,12 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
         connection = self._writing()
         if connection.dialect.name == "sqlite":
             statement = STATEMENTS.get(connection, _insert_event, table)
-            sql = statement.sql
             parameters = [statement.row_parameters(e) for e in stored_events]
-            try:  # not driver_cursor: a generator context manager per command
-                cursor: Any = connection.connection.cursor()
-                try:
-                    if len(parameters) == 1:
-                        cursor.execute(sql, parameters[0])
-                        last = cursor.lastrowid  # pysqlite sets it for execute only
-                    else:
-                        cursor.executemany(sql, parameters)
-                        cursor.execute("SELECT last_insert_rowid()")
-                        (last,) = cursor.fetchone()
-                finally:
-                    cursor.close()
-            except sqlite3.Error:
-                with driver_errors(connection, sql, parameters):
-                    raise  # as SQLAlchemy would raise it
+            last: int = (
+                on_driver(connection, _insert_one, statement.sql, parameters[0])
+                if len(parameters) == 1
+                else on_driver(connection, _insert_many, statement.sql, parameters)
+            )
             # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so these
             # inserts took consecutive ids ending at the last one.
             return list(range(last - len(stored_events) + 1, last + 1))
@@ -160,9 +148,23 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
         )
         ids = [row[0] for row in rows]
         notify = f"NOTIFY {self.channel_name};"
-        with driver_cursor(connection, notify, ()) as cursor:
-            cursor.execute(notify)
+        on_driver(connection, _without_parameters, notify, None)
         return ids
+
+
+def _insert_one(cursor: Any, sql: str, parameters: Any) -> int:
+    cursor.execute(sql, parameters)
+    return int(cursor.lastrowid)  # pysqlite sets it for execute only
+
+
+def _insert_many(cursor: Any, sql: str, parameters: Any) -> int:
+    cursor.executemany(sql, parameters)
+    cursor.execute("SELECT last_insert_rowid()")
+    return int(cursor.fetchone()[0])
+
+
+def _without_parameters(cursor: Any, sql: str, _: None) -> None:
+    cursor.execute(sql)
 
 
 def _insert_event(events: Table) -> Any:

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from itertools import starmap
 from numbers import Number
@@ -39,6 +38,7 @@ from projections.tables import Tuple, UTCDateTime, read_utc
 
 Decoder = Callable[[Any], Any]
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 def _json_text(loads: Callable[[str], Any]) -> Decoder:
@@ -185,15 +185,9 @@ class RawSelect:
             if compiled.positional is None
             else [values[name] for name in compiled.positional]
         )
-        with driver_errors(connection, compiled.sql, args):
-            if not connection.in_transaction():
-                connection.begin()  # what Connection.execute's autobegin would do
-            cursor = connection.connection.cursor()
-            try:
-                cursor.execute(compiled.sql, args)
-                rows: list[tuple[Any, ...]] = cast(list[tuple[Any, ...]], cursor.fetchall())
-            finally:
-                cursor.close()
+        if not connection.in_transaction():
+            connection.begin()  # what Connection.execute's autobegin would do
+        rows = on_driver(connection, fetch_all, compiled.sql, args)
         if not rows or not compiled.decoders:
             return list(starmap(into, rows))
         # Column by column through map(): no Python-level loop per row or per value.
@@ -223,21 +217,45 @@ class RawSelect:
         return result
 
 
-@contextmanager
-def driver_errors(connection: Connection, sql: str, params: Any) -> Iterator[None]:
-    """Driver errors as SQLAlchemy would raise them (what translate_faults expects),
-    invalidating the connection when the database went away."""
+def on_driver(
+    connection: Connection, run: Callable[[Any, str, Any], R], sql: str, parameters: Any
+) -> R:
+    """`run(cursor, sql, parameters)` on a cursor of the DBAPI connection under
+    `connection` (its transaction), the cursor closed afterwards (its rowcount and
+    lastrowid stay readable). Driver errors are raised as SQLAlchemy raises them (what
+    translate_faults expects), invalidating the connection when the database went away.
+
+    The one way every statement run on the driver goes (writes, hot reads, the SQLite
+    events insert): a plain `try`, so the error is mapped only when one is raised (a
+    generator context manager per statement cost 1-2 µs, several a command)."""
+    try:
+        cursor = connection.connection.cursor()
+        try:
+            return run(cursor, sql, parameters)
+        finally:
+            cursor.close()
+    except connection.dialect.loaded_dbapi.Error as e:
+        raise _as_sqlalchemy(connection, sql, parameters, e) from e
+
+
+def fetch_all(cursor: Any, sql: str, parameters: Any) -> list[tuple[Any, ...]]:
+    """`on_driver`'s run for a query: every row."""
+    cursor.execute(sql, parameters)
+    return cast(list[tuple[Any, ...]], cursor.fetchall())
+
+
+def _as_sqlalchemy(
+    connection: Connection, sql: str, params: Any, e: Exception
+) -> sqlalchemy.exc.StatementError:
+    """A driver error as SQLAlchemy raises it."""
     dbapi_error = connection.dialect.loaded_dbapi.Error
     try:
-        yield
-    except dbapi_error as e:
-        try:
-            dbapi_connection = connection.connection.dbapi_connection
-        except sqlalchemy.exc.SQLAlchemyError:
-            dbapi_connection = None
-        gone = connection.dialect.is_disconnect(e, dbapi_connection, None)
-        if gone:
-            connection.invalidate(e)
-        raise sqlalchemy.exc.DBAPIError.instance(
-            sql, params, e, dbapi_error, connection_invalidated=gone, dialect=connection.dialect
-        ) from e
+        dbapi_connection = connection.connection.dbapi_connection
+    except sqlalchemy.exc.SQLAlchemyError:
+        dbapi_connection = None
+    gone = connection.dialect.is_disconnect(cast(Any, e), dbapi_connection, None)
+    if gone:
+        connection.invalidate(e)
+    return sqlalchemy.exc.DBAPIError.instance(
+        sql, params, e, dbapi_error, connection_invalidated=gone, dialect=connection.dialect
+    )

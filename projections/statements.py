@@ -12,8 +12,7 @@ the caller's transaction and raise driver errors as SQLAlchemy's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from keyword import iskeyword
 from operator import attrgetter
 from typing import Any, cast
@@ -22,7 +21,7 @@ from sqlalchemy import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from projections.raw import driver_errors
+from projections.raw import on_driver
 
 
 class CompiledStatement:
@@ -124,30 +123,23 @@ class StatementCache:
 STATEMENTS = StatementCache()
 
 
-@contextmanager
-def driver_cursor(connection: Connection, sql: str, parameters: Any) -> Iterator[Any]:
-    """A cursor on the DBAPI connection under `connection` (same transaction)."""
-    with driver_errors(connection, sql, parameters):
-        cursor = connection.connection.cursor()
-        try:
-            yield cursor
-        finally:
-            cursor.close()
+def _rowcount(cursor: Any, sql: str, parameters: Any) -> int:
+    cursor.execute(sql, parameters)
+    return int(cursor.rowcount)
+
+
+def _many(cursor: Any, sql: str, parameters: Any) -> None:
+    cursor.executemany(sql, parameters)
 
 
 def execute(connection: Connection, statement: CompiledStatement, values: Mapping[str, Any]) -> int:
     """Run one statement; returns the driver's rowcount."""
-    parameters = statement.parameters(values)
-    with driver_cursor(connection, statement.sql, parameters) as cursor:
-        cursor.execute(statement.sql, parameters)
-        return int(cursor.rowcount)
+    return on_driver(connection, _rowcount, statement.sql, statement.parameters(values))
 
 
 def execute_many(
     connection: Connection, statement: CompiledStatement, parameters: list[Any]
 ) -> None:
     """Run one statement per parameter set (already packed), as one driver executemany."""
-    if not parameters:
-        return
-    with driver_cursor(connection, statement.sql, parameters) as cursor:
-        cursor.executemany(statement.sql, parameters)
+    if parameters:
+        on_driver(connection, _many, statement.sql, parameters)

@@ -87,8 +87,29 @@ def _sqlite_text(v: datetime) -> str:
     """The fixed-width text SQLAlchemy's SQLite DATETIME stores (kept, so files stay
     compatible and text comparisons in SQL stay chronological) for a UTC moment:
     `isoformat` pads the year to four digits and, with timespec, always writes
-    microseconds; the "+00:00" it appends is cut off."""
+    microseconds; the "+00:00" it appends is cut off.
+
+    `isoformat` costs about 7,000 instructions a call, and most of a command's
+    timestamps are moments already written (its recorded_at goes into the generation,
+    entry and receipt rows; a cached row's opened_at and started_at every command), so
+    the text of recent UTC moments is remembered. Only plain datetimes in UTC itself are
+    looked up: with one tzinfo, equal means the same wall time and so the same text
+    (across other zones equality is by instant, and a fold=1 wall time equals its
+    fold=0 twin)."""
+    if v.tzinfo is UTC and type(v) is datetime:
+        text = _TEXTS.get(v)
+        if text is None:
+            text = v.isoformat(" ", "microseconds")[:-6]
+            if len(_TEXTS) >= _TEXTS_KEPT:
+                _TEXTS.clear()
+            _TEXTS[v] = text
+        return text
     return v.isoformat(" ", "microseconds")[:-6]
+
+
+# _sqlite_text's recent UTC moments (a rebuild's every event brings a new one).
+_TEXTS: dict[datetime, str] = {}
+_TEXTS_KEPT = 1024
 
 
 def _bind_sqlite(value: datetime | None) -> str | None:

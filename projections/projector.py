@@ -145,6 +145,9 @@ class SqlRowLoader:
         self.executor = core(executor)
         self.tables = tables
         self.cache = cache
+        # Each table's rows as they stand in storage: as this loader handed them out
+        # (read, or cached as this process last wrote them), then as flushed.
+        self.stored: dict[str, dict[str, Any]] = {"sessions": {}, "generations": {}, "runs": {}}
 
     def load_sessions(self, keys: Iterable[str]) -> dict[str, SessionRow]:
         return self._load("sessions", self.tables.sessions, SessionRow, keys)
@@ -175,6 +178,7 @@ class SqlRowLoader:
             found.update(loaded)
             if self.cache is not None:
                 self.cache.put(name, {key: loaded.get(key) for key in missing})
+        self.stored[name].update(found)
         return found
 
 
@@ -271,6 +275,8 @@ class Projector:
     def flush(self, executor: Executor, rowset: RowSet) -> None:
         t = self.tables
         connection = core(executor)
+        loader = rowset.loader
+        known = loader.stored if isinstance(loader, SqlRowLoader) else None
         for name, table, rows in (
             ("sessions", t.sessions, rowset.sessions),
             ("generations", t.generations, rowset.generations),
@@ -280,13 +286,14 @@ class Projector:
                 self.rows.put(name, {key: rows.rows[key] for key in rows.dirty})
             inserts, updates, deletes = rows.changes()
             self._insert(connection, table, inserts)
+            stored = known[name] if known is not None else None
             if updates:
-                key = table.primary_key.columns.values()[0].name
-                statement = STATEMENTS.get(connection, _update, table)
-                renames = {"key_": key}
-                execute_many(connection, statement, statement.rows_parameters(updates, renames))
+                _update_changed(connection, table, updates, stored)
             if deletes:
                 self._delete(connection, table, table.primary_key.columns.values()[0].name, deletes)
+            if stored is not None:
+                for key in rows.dirty:
+                    stored[key] = rows.rows[key]
         self._insert(connection, t.entries, rowset.entries)
         if rowset.pruned:
             self._delete(connection, t.entries, "session_id", rowset.pruned)
@@ -316,14 +323,83 @@ def _insert_row(table: Table) -> Any:
     return insert(table).values({c.name: bindparam(c.name) for c in table.columns})
 
 
-def _update(table: Table) -> Any:
-    """UPDATE of every column but the key, bound by column name; the key as `key_`."""
+def _update(table: Table, assigned: tuple[bool, ...]) -> Any:
+    """UPDATE of the non-key columns flagged in `assigned` (in table order), bound by
+    column name; the key as `key_`."""
     key = table.primary_key.columns.values()[0]
+    columns = [c for c in table.columns if c.name != key.name]
     return (
         update(table)
         .where(key == bindparam("key_"))
-        .values({c.name: bindparam(c.name) for c in table.columns if c.name != key.name})
+        .values({c.name: bindparam(c.name) for c, a in zip(columns, assigned, strict=True) if a})
     )
+
+
+class _Updates(NamedTuple):
+    changed: Callable[[Any, Any], tuple[bool, ...]]  # per non-key column, in table order
+    every: tuple[bool, ...]  # every column assigned
+    key_of: Callable[[Any], str]
+    renames: dict[str, str]
+    shapes: set[tuple[bool, ...]]  # column sets compiled so far
+
+
+def _changed(names: list[str]) -> Callable[[Any, Any], tuple[bool, ...]]:
+    """A generated function telling, column by column, whether a row's value is not the
+    stored row's (one expression: attrgetter tuples compared by map(is_not) cost five
+    times as much)."""
+    assert all(name.isidentifier() and not name.startswith("__") for name in names), names
+    scope: dict[str, Any] = {}
+    body = "".join(f"__a.{n} is not __b.{n}, " for n in names)
+    exec(f"def changed(__a, __b):\n    return ({body})\n", scope)
+    changed: Callable[[Any, Any], tuple[bool, ...]] = scope["changed"]
+    return changed
+
+
+_UPDATES: dict[Table, _Updates] = {}
+# Column sets per table beyond which an update assigns every column (bounds the
+# compiled statements a long-lived process keeps).
+SHAPES_KEPT = 256
+
+
+def _update_changed(
+    connection: Connection, table: Table, rows: list[Any], stored: dict[str, Any] | None
+) -> None:
+    """UPDATE each row, assigning only the columns whose value is not the stored row's
+    (by identity: the fold carries unchanged values over as the same objects, and a
+    value that is equal but not the same object is merely written again). SQLite
+    rewrites every index with an assigned column, changed or not: a transcript append
+    changes one of the generation row's four indexed columns. Rows of one column set
+    go in one executemany; a row with no stored version known assigns every column."""
+    plan = _UPDATES.get(table)
+    if plan is None:
+        key = table.primary_key.columns.values()[0].name
+        names = [c.name for c in table.columns if c.name != key]
+        plan = _UPDATES[table] = _Updates(
+            _changed(names), (True,) * len(names), attrgetter(key), {"key_": key}, set()
+        )
+    changed, every, key_of, renames, shapes = plan
+    by_shape: dict[tuple[bool, ...], list[Any]] = {}
+    for row in rows:
+        before = stored.get(key_of(row)) if stored is not None else None
+        if before is None:
+            shape = every
+        else:
+            shape = changed(before, row)
+            if True not in shape:
+                continue  # nothing to write
+            if shape not in shapes:
+                if len(shapes) >= SHAPES_KEPT:
+                    shape = every
+                else:
+                    shapes.add(shape)
+        group = by_shape.get(shape)
+        if group is None:
+            by_shape[shape] = [row]
+        else:
+            group.append(row)
+    for shape, group in by_shape.items():
+        statement = STATEMENTS.get(connection, _update, table, shape)
+        execute_many(connection, statement, statement.rows_parameters(group, renames))
 
 
 def _delete_by(table: Table, column: str) -> Any:

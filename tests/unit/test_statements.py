@@ -87,9 +87,12 @@ def plain(parameters: Any) -> Any:
 @pytest.mark.parametrize(("table", "row"), ROWS)
 def test_generated_packer_matches_the_general_one(dialect: Dialect, table: Any, row: Any) -> None:
     key = table.primary_key.columns.values()[0].name
+    every = (True,) * (len(table.columns) - 1)
+    some = tuple(i % 3 == 0 for i in range(len(every)))  # an UPDATE of some columns
     for statement, renames in (
         (CompiledStatement(_insert_row(table), dialect), None),
-        (CompiledStatement(_update(table), dialect), {"key_": key}),
+        (CompiledStatement(_update(table, every), dialect), {"key_": key}),
+        (CompiledStatement(_update(table, some), dialect), {"key_": key}),
     ):
         names = [(renames or {}).get(n, n) for n in statement.names]
         general = statement._general(names)(row)

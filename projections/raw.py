@@ -156,6 +156,15 @@ class _Compiled:
     positional: tuple[str, ...] | None
     binds: dict[str, Callable[[Any], Any]]
     decoders: tuple[tuple[int, Decoder], ...]
+    # The parameters without SQLAlchemy's construct_params (a Python loop over every
+    # bind with several lookups each, per call): the driver's parameter names in order
+    # (each a named bind's key, or a literal's), the values of binds that have one, the
+    # binds that need one. None (construct_params) for escaped, repeated, expanding or
+    # callable binds.
+    names: tuple[str, ...] | None
+    defaults: dict[str, Any]
+    required: frozenset[str]
+    processes: tuple[tuple[Any, Callable[[Any], Any]], ...]  # by position or name
 
 
 class RawSelect:
@@ -177,14 +186,26 @@ class RawSelect:
         compiled = self._by_dialect.get(connection.dialect.name)
         if compiled is None:
             compiled = self._compile(connection.dialect)
-        values = compiled.compiled.construct_params(params)
-        for name, process in compiled.binds.items():
-            values[name] = process(values[name])
-        args: Any = (
-            values
-            if compiled.positional is None
-            else [values[name] for name in compiled.positional]
-        )
+        names = compiled.names
+        args: Any
+        if names is not None and params.keys() >= compiled.required:
+            defaults = compiled.defaults
+            if compiled.positional is None:
+                args = {n: params[n] if n in params else defaults[n] for n in names}
+            else:
+                args = [params[n] if n in params else defaults[n] for n in names]
+            for at, process in compiled.processes:
+                args[at] = process(args[at])
+        else:
+            # Raises SQLAlchemy's own error for a missing value.
+            values = compiled.compiled.construct_params(params)
+            for name, process in compiled.binds.items():
+                values[name] = process(values[name])
+            args = (
+                values
+                if compiled.positional is None
+                else [values[name] for name in compiled.positional]
+            )
         if not connection.in_transaction():
             connection.begin()  # what Connection.execute's autobegin would do
         rows = on_driver(connection, fetch_all, compiled.sql, args)
@@ -212,9 +233,44 @@ class RawSelect:
             if decode is not None:
                 decoders.append((index, decode))
         positional = tuple(compiled.positiontup or ()) if dialect.positional else None
-        result = _Compiled(compiled.string, compiled, positional, binds, tuple(decoders))
+        by_name = binds_by_name(compiled)
+        order = positional if positional is not None else tuple(by_name)
+        plain = (
+            not compiled.post_compile_params
+            and len(set(order)) == len(order)
+            and set(order) == set(by_name)
+            # a literal's anonymous bind is never given by its key
+            and all(
+                (b.key == n or not b.required) and not b.callable and not b.expanding
+                for n, b in by_name.items()
+            )
+        )
+        defaults = dict(compiled.construct_params(_check=False))
+        required = frozenset(n for n, b in by_name.items() if b.required)
+        processes = tuple(
+            (order.index(n) if positional is not None else n, process)
+            for n, process in binds.items()
+            if plain
+        )
+        result = _Compiled(
+            compiled.string,
+            compiled,
+            positional,
+            binds,
+            tuple(decoders),
+            order if plain else None,
+            defaults,
+            required,
+            processes,
+        )
         self._by_dialect[dialect.name] = result
         return result
+
+
+def binds_by_name(compiled: SQLCompiler) -> dict[str, Any]:
+    """A compiled statement's binds by the name the driver sees."""
+    escaped = compiled.escaped_bind_names
+    return {escaped.get(name, name): bind for bind, name in compiled.bind_names.items()}
 
 
 def on_driver(

@@ -44,6 +44,7 @@ from domain.policies import FreshnessPolicy
 from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, Status, Writer
 from infrastructure.application import LedgerApplication
 from infrastructure.batch import RecordResult, record_batch, record_batches
+from infrastructure.collector import collector_at_ease
 from infrastructure.database import Database, translate_faults
 from infrastructure.group_commit import CommitQueue
 from infrastructure.log import EventLog
@@ -442,13 +443,14 @@ class Ledger:
             raise InvalidEvent("asOf", "must carry a timezone")
         if position is not None and position < 0:
             raise InvalidEvent("position", "must be 0 or more")
-        with self.database.reading() as connection:
-            events = self.event_log.read_aggregate(connection, conversation_id(session_key))
-        if not events:
-            raise UnknownSession(session_key)
-        if run_id is not None and not any(e.run_id == run_id for _, e in events):
-            raise InvalidEvent("runId", f"no run {run_id!r} in {session_key!r}")
-        return audit_report(session_key, events, run_id=run_id, as_of=as_of, position=position)
+        with collector_at_ease():  # a quarter of an audit's CPU was the collector's
+            with self.database.reading() as connection:
+                events = self.event_log.read_aggregate(connection, conversation_id(session_key))
+            if not events:
+                raise UnknownSession(session_key)
+            if run_id is not None and not any(e.run_id == run_id for _, e in events):
+                raise InvalidEvent("runId", f"no run {run_id!r} in {session_key!r}")
+            return audit_report(session_key, events, run_id=run_id, as_of=as_of, position=position)
 
     def status_report(
         self, *, stuck_after_minutes: int = 15, window_minutes: int = 60

@@ -19,10 +19,8 @@ a shadow it did not fold.
 
 from __future__ import annotations
 
-import gc
 import json
 import re
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -38,6 +36,7 @@ from sqlalchemy import Connection, and_, or_, select
 from domain.errors import InvalidEvent, LedgerError, StoreUnavailable
 from domain.events import LedgerEvent, RunEndedFact
 from domain.values import Writer, digest
+from infrastructure.collector import collector_at_ease
 from infrastructure.database import translate_faults
 from projections.projector import Executor, Projector, SqlRowLoader
 from projections.replay import Mismatch
@@ -247,54 +246,12 @@ def _snapshot(ledger: Ledger) -> Iterator[Connection]:
             yield connection
 
 
-# -- the cyclic garbage collector during a long fold ----------------------------------------
-
-# A fold allocates hundreds of thousands of objects (decoded events, rows, parameters)
-# that reference counting frees: they form no cycles. The cyclic collector still scanned
-# them every 700 allocations, and its full collections (16 in a 100,000-event rebuild)
-# scanned every object the process had before as well: 10-17 µs of a rebuild's ~110 µs
-# of CPU per event. During a rebuild or verify, the objects that existed before are
-# frozen (gc.freeze: left out of collections until unfrozen), and a young collection
-# waits for 50,000 more tracked objects than were freed instead of 700 (a rebuild's never
-# reach that: no collection runs, and it frees what it allocates as before). Both are
-# process-wide, so they are undone when the last fold in the process ends; objects frozen
-# by someone else before (a forking server's trick) are left to them.
-_YOUNG_THRESHOLD = 50_000
-_at_ease = 0  # folds running with the collector at ease
-_at_ease_lock = threading.Lock()
-_restore: tuple[tuple[int, int, int], bool] = ((700, 10, 10), False)
-
-
-@contextmanager
-def _collector_at_ease() -> Iterator[None]:
-    global _at_ease, _restore
-    with _at_ease_lock:
-        if _at_ease == 0:
-            threshold = gc.get_threshold()
-            froze = gc.get_freeze_count() == 0
-            _restore = (threshold, froze)
-            if froze:
-                gc.freeze()
-            gc.set_threshold(max(threshold[0], _YOUNG_THRESHOLD), *threshold[1:])
-        _at_ease += 1
-    try:
-        yield
-    finally:
-        with _at_ease_lock:
-            _at_ease -= 1
-            if _at_ease == 0:
-                threshold, froze = _restore
-                gc.set_threshold(*threshold)
-                if froze:
-                    gc.unfreeze()
-
-
 # -- rebuild ----------------------------------------------------------------------------------
 
 
 def rebuild(ledger: Ledger, on_progress: Progress = None) -> int:
     """Rebuild every read model from the log while the store keeps serving."""
-    with _collector_at_ease():
+    with collector_at_ease():
         return _rebuild(ledger, on_progress)
 
 
@@ -339,7 +296,7 @@ def _rebuild(ledger: Ledger, on_progress: Progress) -> int:
 
 def verify(ledger: Ledger, on_progress: Progress = None) -> VerifyReport:
     """Hash chains from the log, then every read model against a fresh fold of the log."""
-    with _collector_at_ease():
+    with collector_at_ease():
         return _verify(ledger, on_progress)
 
 

@@ -1,0 +1,75 @@
+"""A large batch is decided, recorded and folded with the cyclic collector at ease
+(infrastructure/batch.py `AT_EASE_FROM`), a single command without; either way the
+collector is left as it was found."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Iterator
+from datetime import UTC, datetime
+
+import pytest
+
+import infrastructure.batch
+from infrastructure.ledger import Ledger
+from tests.helpers import assert_replay_equals_live
+
+KEY = "agent:main:slack:direct:7"
+T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def collector() -> Iterator[None]:
+    threshold = gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    yield
+    gc.unfreeze()
+    gc.set_threshold(*threshold)
+
+
+def appends(session_id: str, count: int, first: int = 1) -> list[dict[str, object]]:
+    return [
+        {
+            "type": "transcript.appended",
+            "eventId": f"e{n}",
+            "sessionKey": KEY,
+            "sessionId": session_id,
+            "occurredAt": T0.isoformat(),
+            "writer": "runner",
+            "entry": {
+                "id": f"m{n}",
+                "parentId": None if n == 1 else f"m{n - 1}",
+                "role": "user",
+                "content": f"turn {n}",
+                "timestamp": T0.isoformat(),
+            },
+        }
+        for n in range(first, first + count)
+    ]
+
+
+def test_a_large_batch_eases_the_collector_and_restores_it(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[tuple[int, int, int], int]] = []
+    decide = infrastructure.batch._record_batches
+
+    def spy(*args: object) -> object:
+        seen.append((gc.get_threshold(), gc.get_freeze_count()))
+        return decide(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(infrastructure.batch, "_record_batches", spy)
+    size = infrastructure.batch.AT_EASE_FROM
+    with Ledger.open(sqlite_url) as ledger:
+        sid = ledger.resolve(KEY, at=T0).session.session_id
+        seen.clear()
+        results = ledger.record(appends(sid, size))
+        assert [r.outcome for r in results] == ["applied"] * size
+        ledger.record(appends(sid, 1, first=size + 1))
+        assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_freeze_count() == 0
+        (eased, eased_frozen), (single, single_frozen) = seen
+        assert eased == (50_000, 10, 10) and eased_frozen > 0
+        assert single == (700, 10, 10) and single_frozen == 0
+        assert_replay_equals_live(ledger)

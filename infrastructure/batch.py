@@ -9,7 +9,7 @@ from typing import cast
 
 from domain.conversation import Decision, Outcome
 from domain.events import Fact, RunStartedFact
-from infrastructure.collector import collector_at_ease
+from infrastructure.collector import AT_EASE_FROM, collector_at_ease
 from infrastructure.unit_of_work import UnitOfWork
 from projections.rows import CAMEL, ReceiptRow
 
@@ -35,14 +35,6 @@ def record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
     answers like its first occurrence; positions come from the fold, not the aggregate.
     """
     return record_batches(uow, [facts])[0]
-
-
-# Facts in one unit of work from which the cyclic collector is put at ease while they
-# are decided, recorded and folded: 1,000 facts allocate enough surviving objects for
-# ~33 young and ~3 middle collections and, every few batches, a full one over the whole
-# process, about a tenth of ingest's instructions. A single command allocates too few
-# for any (and the switch would cost it a few µs).
-AT_EASE_FROM = 100
 
 
 def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[list[RecordResult]]:

@@ -21,6 +21,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 YOUNG_THRESHOLD = 50_000
+# Facts in one batch from which the cyclic collector is put at ease while they are
+# validated (infrastructure/validation.py), decided, recorded and folded
+# (infrastructure/batch.py): 1,000 facts allocate enough surviving objects for
+# ~33 young and ~3 middle collections and, every few batches, a full one over the whole
+# process, about a tenth of ingest's instructions. A single command allocates too few
+# for any (and the switch would cost it a few µs).
+AT_EASE_FROM = 100
 _running = 0  # runs with the collector at ease, in this process
 _lock = threading.Lock()
 _restore: tuple[tuple[int, int, int], bool] = ((700, 10, 10), False)

@@ -1,16 +1,20 @@
-"""A large batch is decided, recorded and folded with the cyclic collector at ease
-(infrastructure/batch.py `AT_EASE_FROM`), a single command without; either way the
-collector is left as it was found."""
+"""A large batch is validated, decided, recorded and folded with the cyclic collector at
+ease (infrastructure/collector.py `AT_EASE_FROM`), a single command without; either way
+the collector is left as it was found."""
 
 from __future__ import annotations
 
 import gc
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 
 import infrastructure.batch
+import infrastructure.collector
+import infrastructure.validation
+from domain.events import Fact
 from infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live
 
@@ -60,7 +64,7 @@ def test_a_large_batch_eases_the_collector_and_restores_it(
         return decide(*args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(infrastructure.batch, "_record_batches", spy)
-    size = infrastructure.batch.AT_EASE_FROM
+    size = infrastructure.collector.AT_EASE_FROM
     with Ledger.open(sqlite_url) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         seen.clear()
@@ -73,3 +77,24 @@ def test_a_large_batch_eases_the_collector_and_restores_it(
         assert eased == (50_000, 10, 10) and eased_frozen > 0
         assert single == (700, 10, 10) and single_frozen == 0
         assert_replay_equals_live(ledger)
+
+
+def test_a_large_batch_is_validated_with_the_collector_at_ease(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[int, int, int]] = []
+    parse = infrastructure.validation._parse
+
+    def spy(items: list[Any]) -> list[Fact]:
+        seen.append(gc.get_threshold())
+        return parse(items)
+
+    monkeypatch.setattr(infrastructure.validation, "_parse", spy)
+    size = infrastructure.collector.AT_EASE_FROM
+    with Ledger.open(sqlite_url) as ledger:
+        sid = ledger.resolve(KEY, at=T0).session.session_id
+        ledger.record(appends(sid, size))
+        ledger.record(appends(sid, size - 1, first=size + 1))
+        assert seen == [(50_000, 10, 10), (700, 10, 10)]
+        assert gc.get_threshold() == (700, 10, 10)
+        assert gc.get_freeze_count() == 0

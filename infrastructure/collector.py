@@ -4,7 +4,7 @@ A rebuild, verify or audit allocates hundreds of thousands of objects (decoded e
 rows, parameters, report lines) that reference counting frees: they form no cycles. The
 cyclic collector still scanned the young ones every 700 allocations, the ones kept (an
 audit's report) again and again, and in its full collections every object the process
-had before as well: 10-17 µs of a rebuild's ~110 µs of CPU per event, a quarter of an
+had before as well: 10-19 µs of a rebuild's ~110 µs of CPU per event, a quarter of an
 audit's. Meanwhile, the objects that existed before are frozen (`gc.freeze`: left out
 of collections until unfrozen), and a young collection waits for 50,000 more tracked
 objects than were freed instead of 700 (a rebuild never reaches that, so no collection

@@ -36,6 +36,7 @@ from sqlalchemy import Connection, and_, or_, select
 from domain.errors import InvalidEvent, LedgerError, StoreUnavailable
 from domain.events import LedgerEvent, RunEndedFact
 from domain.values import Writer, digest
+from infrastructure import partition
 from infrastructure.collector import collector_at_ease
 from infrastructure.database import translate_faults
 from projections.projector import Executor, Projector, SqlRowLoader
@@ -249,16 +250,35 @@ def _snapshot(ledger: Ledger) -> Iterator[Connection]:
 # -- rebuild ----------------------------------------------------------------------------------
 
 
-def rebuild(ledger: Ledger, on_progress: Progress = None) -> int:
-    """Rebuild every read model from the log while the store keeps serving."""
+def rebuild(
+    ledger: Ledger,
+    on_progress: Progress = None,
+    *,
+    workers: int | None = None,
+    partition_from: int = partition.PARTITION_FROM,
+) -> int:
+    """Rebuild every read model from the log while the store keeps serving.
+
+    A SQLite file whose log holds `partition_from` events or more is folded by `workers`
+    processes (default: the cores available, at most partition.MAX_WORKERS), each its
+    share of the keys (infrastructure/partition.py); smaller logs, PostgreSQL and
+    in-memory stores fold in this process."""
     with collector_at_ease():
-        return _rebuild(ledger, on_progress)
+        return _rebuild(ledger, on_progress, workers, partition_from)
 
 
-def _rebuild(ledger: Ledger, on_progress: Progress) -> int:
+def _rebuild(
+    ledger: Ledger, on_progress: Progress, workers: int | None, partition_from: int
+) -> int:
     shadow = Shadow(ledger)
     shadow.clear()
-    shadow.fold(on_progress)
+    if workers is None:
+        workers = partition.default_workers()
+    large = workers > 1 and partition.store_path(ledger) is not None
+    if large and _log_size(ledger) >= partition_from:
+        _fold_partitioned(ledger, shadow, workers, on_progress)
+    else:
+        shadow.fold(on_progress)
     for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
         if shadow.behind() <= CATCH_UP_UNDER_LOCK:
             break
@@ -289,6 +309,51 @@ def _rebuild(ledger: Ledger, on_progress: Progress) -> int:
     position = ledger.database.write(swap)
     shadow.clear()
     return position
+
+
+def _log_size(ledger: Ledger) -> int:
+    """The log's head: its events, near enough (ids are not reused)."""
+    with ledger.database.reading() as connection:
+        return ledger.projector.log_head(connection)
+
+
+def _fold_partitioned(ledger: Ledger, shadow: Shadow, workers: int, on_progress: Progress) -> None:
+    """The shadow folded up to the log head across worker processes; after a collision
+    (two keys' rows not independent) folded serially instead, its events not reported
+    twice. Any failure leaves the shadow empty: nothing half-folded is ever swapped."""
+    counted = 0
+
+    def progress(count: int) -> None:
+        nonlocal counted
+        counted += count
+        if on_progress is not None:
+            on_progress(count)
+
+    try:
+        if partition.fold(ledger, workers, progress) is not None:
+            return
+        shadow.clear()
+        shadow.fold(_skipping(counted, on_progress))
+    except BaseException:
+        shadow.clear()
+        raise
+
+
+def _skipping(already: int, on_progress: Progress) -> Progress:
+    """`on_progress` for a second fold over events already reported: the first `already`
+    are not reported again."""
+    if on_progress is None:
+        return None
+    left = already
+
+    def progress(count: int) -> None:
+        nonlocal left
+        skipped = min(left, count)
+        left -= skipped
+        if count > skipped:
+            on_progress(count - skipped)
+
+    return progress
 
 
 # -- verify -----------------------------------------------------------------------------------

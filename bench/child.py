@@ -1,7 +1,9 @@
-"""Child processes of the bench: the HTTP server, and a rebuild whose peak RSS is its own.
+"""Child processes of the bench: the HTTP server, and a rebuild whose peak RSS is its own
+(its worker processes included).
 
 python -m bench.child serve URL PORT
-python -m bench.child rebuild URL      -> prints {"seconds", "events", "peakRssMb"}
+python -m bench.child rebuild URL      -> prints {"seconds", "events", "peakRssMb", ...}
+    (peakRssMb: the rebuild process and its worker processes together)
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def serve(url: str, port: int) -> None:
 
 
 def rebuild(url: str) -> None:
+    import resource
+
+    from infrastructure import partition
     from infrastructure.ledger import Ledger
 
     with Ledger.open(url) as ledger:
@@ -45,9 +50,20 @@ def rebuild(url: str) -> None:
         started = time.perf_counter()
         events = ledger.rebuild()
         seconds = time.perf_counter() - started
+    # The rebuild's worker processes (infrastructure/partition.py), if it started any:
+    # the largest one's peak, counted once per worker (an upper bound of their sum).
+    workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    workers = partition.default_workers() - 1 if workers_peak else 0
     print(
         json.dumps(
-            {"seconds": seconds, "events": events, "peakRssMb": peak_rss_mb(), "openRssMb": before}
+            {
+                "seconds": seconds,
+                "events": events,
+                "peakRssMb": peak_rss_mb() + workers * workers_peak,
+                "openRssMb": before,
+                "workers": workers,
+                "workerPeakRssMb": workers_peak,
+            }
         )
     )
 

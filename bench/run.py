@@ -357,7 +357,8 @@ class Bench:
                 median(raw_rates),
                 ">= 30,000 events/s, peak RSS < 300 MB",
                 value >= 30_000 and peak < 300,
-                f"(peak RSS {peak:.0f} MB; raw: SELECT * of the log)",
+                f"(peak RSS {peak:.0f} MB, its worker processes' included; "
+                "raw: SELECT * of the log)",
             )
         )
 

@@ -27,8 +27,8 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from multiprocessing.connection import wait
 from pathlib import Path
-from select import select as readable
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
@@ -265,9 +265,9 @@ def _receive(children: list[_Child], on_progress: Progress | None, *, block: boo
     waiting = {child.reader: child for child in children if not child.done}
     if not waiting:
         return
-    ready, _, _ = readable(list(waiting), [], [], None if block else 0)
-    for reader in ready:
-        waiting[reader].read(on_progress)
+    # poll(2), not select(2): a serving process may hold file descriptors beyond 1024.
+    for reader in wait(list(waiting), None if block else 0):
+        waiting[reader].read(on_progress)  # type: ignore[index]
 
 
 def _work(arguments: list[str]) -> None:

@@ -12,6 +12,9 @@ bounded and writers keep going in between:
 - verify compares live and shadow tables in one read snapshot, row by row in key order;
   events the shadow has not folded yet are folded into an in-memory overlay over it.
 
+A large SQLite rebuild folds in worker processes, each its share of the keys, into
+files of their own that are then copied into the shadow (infrastructure/partition.py).
+
 One rebuild or verify at a time per store: a second one started alongside resets the
 shadow under the first, which then fails (StoreUnavailable) rather than swap or compare
 a shadow it did not fold.

@@ -191,6 +191,18 @@ def test_small_logs_and_one_worker_fold_in_this_process(sqlite_url: str) -> None
             assert_replay_equals_live(ledger)
 
 
+@pytest.mark.postgres
+def test_postgresql_folds_in_this_process(postgres_url: str) -> None:
+    with Ledger.open(postgres_url) as ledger:
+        interleave(ledger, 7, steps=80)
+        head = ledger.positions()[1]
+        seen: list[int] = []
+        position, _ = rebuild(ledger, on_progress=lambda _: seen.extend(workers()))
+        assert position == head
+        assert seen == []
+        assert_replay_equals_live(ledger)
+
+
 def corrupt_one_event_of(url: str, worker: int, workers: int) -> None:
     """A payload that no longer decodes, in a key of `worker`'s share."""
     digits = [d for d in "0123456789ABCDEF" if int(d, 16) % workers == worker]

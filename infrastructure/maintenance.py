@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -338,7 +338,8 @@ def _fold_partitioned(ledger: Ledger, shadow: Shadow, workers: int, on_progress:
         shadow.clear()
         shadow.fold(_skipping(counted, on_progress))
     except BaseException:
-        shadow.clear()
+        with suppress(Exception):  # the fold's own failure is the one to report
+            shadow.clear()
         raise
 
 

@@ -16,7 +16,7 @@ import infrastructure.collector
 import infrastructure.validation
 from domain.events import Fact
 from infrastructure.ledger import Ledger
-from tests.helpers import assert_replay_equals_live
+from tests.helpers import assert_replay_equals_live, user_turn
 
 KEY = "agent:main:slack:direct:7"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -34,21 +34,7 @@ def collector() -> Iterator[None]:
 
 def appends(session_id: str, count: int, first: int = 1) -> list[dict[str, object]]:
     return [
-        {
-            "type": "transcript.appended",
-            "eventId": f"e{n}",
-            "sessionKey": KEY,
-            "sessionId": session_id,
-            "occurredAt": T0.isoformat(),
-            "writer": "runner",
-            "entry": {
-                "id": f"m{n}",
-                "parentId": None if n == 1 else f"m{n - 1}",
-                "role": "user",
-                "content": f"turn {n}",
-                "timestamp": T0.isoformat(),
-            },
-        }
+        user_turn(KEY, session_id, n, parent=None if n == 1 else n - 1, occurred_at=T0)
         for n in range(first, first + count)
     ]
 

@@ -19,7 +19,7 @@ from infrastructure.cli import app as cli
 from infrastructure.config import ServerSettings
 from infrastructure.http import create_app
 from infrastructure.ledger import Ledger
-from tests.helpers import assert_replay_equals_live
+from tests.helpers import assert_replay_equals_live, reported
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)
 IDLE = "agent:main:telegram:direct:1"  # an old generation, finished, then reset
@@ -28,16 +28,7 @@ LIVE = "agent:main:telegram:direct:3"  # a fresh run in the current generation
 
 
 def event(kind: str, key: str, sid: str, event_id: str, **fields: Any) -> dict[str, Any]:
-    at = fields.pop("at", T0)
-    return {
-        "type": kind,
-        "eventId": event_id,
-        "sessionKey": key,
-        "sessionId": sid,
-        "occurredAt": at.isoformat(),
-        "writer": "runner",
-        **fields,
-    }
+    return reported(kind, key, sid, event_id, fields.pop("at", T0), **fields)
 
 
 def entry(key: str, sid: str, n: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from infrastructure.ledger import Ledger
 from projections.projector import Projector, _update_changed, select_in
 from projections.rows import GenerationRow
 from projections.tables import TABLES
-from tests.helpers import assert_replay_equals_live
+from tests.helpers import assert_replay_equals_live, user_turn
 
 KEY = "agent:main:slack:direct:7"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
@@ -25,21 +25,14 @@ UNCHANGED_INDEXED = ("session_key", "status", "state", "resumable")
 
 
 def append(session_id: str, n: int) -> dict[str, object]:
-    return {
-        "type": "transcript.appended",
-        "eventId": f"e{n}",
-        "sessionKey": KEY,
-        "sessionId": session_id,
-        "occurredAt": T0.isoformat(),
-        "writer": "runner",
-        "entry": {
-            "id": f"m{n}",
-            "parentId": None if n == 1 else f"m{n - 1}",
-            "role": "user",
-            "content": f"turn {n}",
-            "timestamp": (T0 + timedelta(seconds=n)).isoformat(),
-        },
-    }
+    return user_turn(
+        KEY,
+        session_id,
+        n,
+        parent=None if n == 1 else n - 1,
+        occurred_at=T0,
+        timestamp=T0 + timedelta(seconds=n),
+    )
 
 
 def watch(connection: Connection, name: str, columns: tuple[str, ...]) -> None:
@@ -100,7 +93,7 @@ def test_only_a_row_whose_stored_version_is_known_is_updated_in_part() -> None:
         opened_position=1,
         archived_at=None,
         archive_reason=None,
-        status="idle",
+        status="new",
         active_run_ids=(),
         last_run_id=None,
         last_error=None,

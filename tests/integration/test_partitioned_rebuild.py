@@ -24,7 +24,7 @@ from domain.errors import LedgerError
 from infrastructure import maintenance, partition
 from infrastructure.ledger import Ledger
 from projections.tables import SHADOW, TABLES
-from tests.helpers import assert_replay_equals_live
+from tests.helpers import assert_replay_equals_live, reported
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 
@@ -34,16 +34,7 @@ def share(session_key: str, workers: int = 2) -> int:
     return int(conversation_id(session_key).hex[-1], 16) % workers
 
 
-def event(kind: str, key: str, sid: str, event_id: str, at: datetime, **fields: Any) -> Any:
-    return {
-        "type": kind,
-        "eventId": event_id,
-        "sessionKey": key,
-        "sessionId": sid,
-        "occurredAt": at.isoformat(),
-        "writer": "runner",
-        **fields,
-    }
+event = reported
 
 
 def interleave(ledger: Ledger, seed: int, keys: int = 16, steps: int = 400) -> None:

@@ -16,28 +16,14 @@ from sqlalchemy import create_engine, text
 
 from domain.errors import StoreUnavailable
 from infrastructure.ledger import Ledger
-from tests.helpers import assert_replay_equals_live
+from tests.helpers import assert_replay_equals_live, user_turn
 
 KEY = "agent:main:slack:direct:7"
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)
 
 
 def append(session_id: str, n: int, parent: int | None) -> dict[str, object]:
-    return {
-        "type": "transcript.appended",
-        "eventId": f"e{n}",
-        "sessionKey": KEY,
-        "sessionId": session_id,
-        "occurredAt": T0.isoformat(),
-        "writer": "runner",
-        "entry": {
-            "id": f"m{n}",
-            "parentId": None if parent is None else f"m{parent}",
-            "role": "user",
-            "content": f"turn {n}",
-            "timestamp": T0.isoformat(),
-        },
-    }
+    return user_turn(KEY, session_id, n, parent=parent, occurred_at=T0)
 
 
 def test_each_writer_decides_against_the_others_events(database_url: str) -> None:

@@ -34,7 +34,7 @@ from urllib.parse import quote
 
 import sqlalchemy.exc
 from eventsourcing.persistence import StoredEvent
-from sqlalchemy import Connection, and_, or_, select
+from sqlalchemy import Connection, Executable, Table, and_, or_, select, text
 
 from domain.errors import InvalidEvent, LedgerError, StoreUnavailable
 from domain.events import LedgerEvent, RunEndedFact
@@ -287,6 +287,8 @@ def _rebuild(
             break
         shadow.fold(on_progress)
 
+    sqlite = ledger.database.dialect == "sqlite"
+
     def swap(session: Executor) -> int:
         # The events recorded since the last page, under the writer lock: none can follow.
         try:
@@ -296,10 +298,7 @@ def _rebuild(
         for table in reversed(TABLES.projected):
             session.execute(table.delete())
         for live, twin in zip(TABLES.projected, SHADOW.projected, strict=True):
-            columns = [c.name for c in live.columns]
-            session.execute(
-                live.insert().from_select(columns, select(*(twin.c[c] for c in columns)))
-            )
+            session.execute(_copy_rows(session, twin, live, sqlite=sqlite))
         session.execute(TABLES.tracking.delete())
         session.execute(
             TABLES.tracking.insert().values(
@@ -358,6 +357,29 @@ def _skipping(already: int, on_progress: Progress) -> Progress:
             on_progress(count - skipped)
 
     return progress
+
+
+def _copy_rows(session: Executor, source: Table, target: Table, *, sqlite: bool) -> Executable:
+    """INSERT … SELECT of every row of `source` into the (emptied) `target`, a table of
+    the same columns.
+
+    On SQLite, `INSERT INTO target SELECT * FROM source` when both tables have the same
+    columns in the same order (as their migrations made them): SQLite then copies the
+    records as they are stored, b-tree by b-tree where the indexes match too (its
+    transfer optimisation), about three times faster than column by column, and the
+    swap holds the writer lock that much shorter. A column list in either place turns
+    the optimisation off, so the orders are checked first: `*` with columns in
+    different orders would put values in the wrong columns."""
+    columns = [c.name for c in target.columns]
+    if sqlite and _columns(session, source) == _columns(session, target):
+        return text(f'INSERT INTO "{target.name}" SELECT * FROM "{source.name}"')
+    return target.insert().from_select(columns, select(*(source.c[c] for c in columns)))
+
+
+def _columns(session: Executor, table: Table) -> list[tuple[Any, ...]]:
+    """A SQLite table's columns as stored: name, type, not null, default, primary key."""
+    rows = session.execute(text(f'PRAGMA table_info("{table.name}")'))
+    return [tuple(row[1:]) for row in rows]
 
 
 # -- verify -----------------------------------------------------------------------------------

@@ -58,3 +58,15 @@ def test_the_floor_replays_a_commands_sql_and_names_the_pages_it_writes() -> Non
     assert "its SQL replayed raw" in done.stdout
     # Every command writes the event and the tracking row: the pages are attributed.
     assert "sessionledger_events" in done.stdout and "sessionledger_tracking" in done.stdout
+
+
+def test_the_profile_measures_the_write_path_per_event() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.profile", "batch"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "batch: " in done.stdout and "µs CPU per event" in done.stdout

@@ -20,6 +20,7 @@ the shadow): never half a shadow.
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import sqlite3
@@ -97,7 +98,7 @@ def fold(ledger: Ledger, workers: int, on_progress: Progress | None) -> int | No
     assert path is not None and workers > 1
     with ledger.database.reading() as connection:
         target = ledger.projector.log_head(connection)
-    directory = Path(tempfile.mkdtemp(prefix=".sessionledger-rebuild-", dir=os.path.dirname(path)))
+    directory = Path(tempfile.mkdtemp(prefix=_remove_stale(path), dir=os.path.dirname(path)))
     files = [directory / f"part-{k}.db" for k in range(workers)]
     children: list[_Child] = []
     try:
@@ -120,6 +121,17 @@ def fold(ledger: Ledger, workers: int, on_progress: Progress | None) -> int | No
         for child in children:
             child.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def _remove_stale(path: str) -> str:
+    """The prefix of this store's rebuild directories, with those a rebuild left behind
+    removed (its process was killed before its `finally`). Named after the store, so a
+    rebuild never touches another store's beside it; one that is still running for
+    this store has lost its shadow to this rebuild already and fails anyway."""
+    prefix = f".{os.path.basename(path)}.rebuild-"
+    for stale in Path(os.path.dirname(path)).glob(f"{glob.escape(prefix)}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    return prefix
 
 
 def fold_share(

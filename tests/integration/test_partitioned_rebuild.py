@@ -122,7 +122,7 @@ def rows(url: str, *tables: Any) -> dict[str, list[tuple[Any, ...]]]:
 
 def leftovers(url: str) -> list[str]:
     directory = Path(make_url(url).database or "").parent
-    return [p.name for p in directory.iterdir() if p.name.startswith(".sessionledger-rebuild-")]
+    return [p.name for p in directory.iterdir() if ".rebuild-" in p.name]
 
 
 def rebuild(ledger: Ledger, workers: int = 2, **kwargs: Any) -> tuple[int, list[int]]:
@@ -285,3 +285,20 @@ def test_rows_shared_by_two_keys_are_folded_serially(sqlite_url: str) -> None:
         assert_replay_equals_live(ledger)
         assert rows(sqlite_url, TABLES.runs)["ledger_runs"][0][1] == b
         assert leftovers(sqlite_url) == []
+
+
+def test_a_killed_rebuilds_directory_is_removed_by_the_next_one(sqlite_url: str) -> None:
+    """A rebuild whose process was killed leaves its directory of worker files beside
+    the store; the next rebuild of that store removes it, and leaves another store's."""
+    store = Path(make_url(sqlite_url).database or "")
+    stale = store.parent / f".{store.name}.rebuild-killed"
+    neighbour = store.parent / f".other-{store.name}.rebuild-running"
+    for directory in (stale, neighbour):
+        directory.mkdir()
+        (directory / "part-1.db").write_bytes(b"half a fold")
+    with Ledger.open(sqlite_url) as ledger:
+        interleave(ledger, 7, keys=4, steps=40)
+        rebuild(ledger)
+        assert_replay_equals_live(ledger)
+    assert not stale.exists()
+    assert leftovers(sqlite_url) == [neighbour.name]

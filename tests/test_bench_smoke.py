@@ -13,18 +13,25 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> None:
-    report = tmp_path / "results.json"
-    command = [sys.executable, "-m", "bench", "--smoke", "--dir", str(tmp_path / "work")]
+def run(*arguments: str, timeout: float = 120) -> str:
+    """`python -m <arguments>` in the repository; its output, once it succeeded."""
     done = subprocess.run(
-        [*command, "--json", str(report)],
+        [sys.executable, "-m", *arguments],
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "ratio" in done.stdout and "target" in done.stdout
+    return done.stdout
+
+
+def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> None:
+    report = tmp_path / "results.json"
+    output = run(
+        "bench", "--smoke", "--dir", str(tmp_path / "work"), "--json", str(report), timeout=300
+    )
+    assert "ratio" in output and "target" in output
     results = json.loads(report.read_text())
     names = " | ".join(r["scenario"] for r in results)
     for scenario in (
@@ -47,26 +54,12 @@ def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> N
 
 
 def test_the_floor_replays_a_commands_sql_and_names_the_pages_it_writes() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.floor", "20"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "its SQL replayed raw" in done.stdout
+    output = run("bench.floor", "20")
+    assert "its SQL replayed raw" in output
     # Every command writes the event and the tracking row: the pages are attributed.
-    assert "sessionledger_events" in done.stdout and "sessionledger_tracking" in done.stdout
+    assert "sessionledger_events" in output and "sessionledger_tracking" in output
 
 
 def test_the_profile_measures_the_write_path_per_event() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.profile", "batch"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert "batch: " in done.stdout and "µs CPU per event" in done.stdout
+    output = run("bench.profile", "batch")
+    assert "batch: " in output and "µs CPU per event" in output

@@ -370,9 +370,9 @@ def _copy_rows(session: Executor, source: Table, target: Table, *, sqlite: bool)
     swap holds the writer lock that much shorter. A column list in either place turns
     the optimisation off, so the orders are checked first: `*` with columns in
     different orders would put values in the wrong columns."""
-    columns = [c.name for c in target.columns]
     if sqlite and _columns(session, source) == _columns(session, target):
         return text(f'INSERT INTO "{target.name}" SELECT * FROM "{source.name}"')
+    columns = [c.name for c in target.columns]
     return target.insert().from_select(columns, select(*(source.c[c] for c in columns)))
 
 

@@ -171,6 +171,50 @@ class Database:
                 raise
         raise AssertionError("unreachable")
 
+    def write_attached(self, work: Callable[[Connection], T], files: dict[str, str]) -> T:
+        """Run `work` in one SQLite write transaction on a connection with other database
+        files attached (schema name -> path; a rebuild's worker files), detached again
+        before the connection goes back to the pool. Not retried: a conflict here is a
+        fault of its own. ATTACH is refused inside a transaction, hence not `write`."""
+        if self._process_write_lock is None:
+            raise ValueError("only SQLite attaches database files")
+        with translate_faults():
+            connection = self.engine.connect()
+            try:
+                driver = connection.connection.driver_connection
+                assert driver is not None
+                attached: list[str] = []
+                try:
+                    for name, path in files.items():
+                        driver.execute(f'ATTACH DATABASE ? AS "{name}"', (path,))
+                        attached.append(name)
+                    return self._write_on(connection, work)
+                finally:
+                    try:
+                        for name in attached:
+                            driver.execute(f'DETACH DATABASE "{name}"')
+                    except BaseException:
+                        connection.invalidate()  # never pooled with files attached
+                        raise
+            finally:
+                connection.close()
+
+    def _write_on(self, connection: Connection, work: Callable[[Connection], T]) -> T:
+        """`work` in a write transaction on `connection`, holding the writer locks."""
+        lock = self._process_write_lock
+        if lock is not None and not lock.acquire(timeout=self.busy_timeout):
+            raise StoreUnavailable("timed out waiting for this process's other writers")
+        try:
+            with _begin_immediately(connection):
+                self._local.connection = connection
+                try:
+                    return work(connection)
+                finally:
+                    self._local.connection = None
+        finally:
+            if lock is not None:
+                lock.release()
+
     @contextmanager
     def reading(self) -> Iterator[Connection]:
         """A read-only snapshot (SQLite deferred transaction, PostgreSQL read committed)."""

@@ -12,12 +12,13 @@ bounded and writers keep going in between:
 - verify compares live and shadow tables in one read snapshot, row by row in key order;
   events the shadow has not folded yet are folded into an in-memory overlay over it.
 
-A large SQLite rebuild folds in worker processes, each its share of the keys, into
-files of their own that are then copied into the shadow (infrastructure/partition.py).
+A large SQLite rebuild folds in worker processes instead, each its share of the keys,
+into files of their own that the swap copies straight into the live tables
+(infrastructure/partition.py): one copy of every row, no shadow to clear.
 
 One rebuild or verify at a time per store: a second one started alongside resets the
-shadow under the first, which then fails (StoreUnavailable) rather than swap or compare
-a shadow it did not fold.
+shadow (or removes the worker files) under the first, which then fails
+(StoreUnavailable) rather than swap or compare rows it did not fold.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -279,9 +280,20 @@ def _rebuild(
         workers = partition.default_workers()
     large = workers > 1 and partition.store_path(ledger) is not None
     if large and _log_size(ledger) >= partition_from:
-        _fold_partitioned(ledger, shadow, workers, on_progress)
-    else:
-        shadow.fold(on_progress)
+        counted = 0
+
+        def progress(count: int) -> None:
+            nonlocal counted
+            counted += count
+            if on_progress is not None:
+                on_progress(count)
+
+        position = _rebuild_partitioned(ledger, workers, progress)
+        if position is not None:
+            return position
+        # Two keys' rows collided: fold serially, its events not reported twice.
+        on_progress = _skipping(counted, on_progress)
+    shadow.fold(on_progress)
     for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
         if shadow.behind() <= CATCH_UP_UNDER_LOCK:
             break
@@ -295,17 +307,10 @@ def _rebuild(
             position = shadow.projector.catch_up(session, ledger._read_log(session), on_progress)
         except RuntimeError as e:
             raise _busy() from e
-        for table in reversed(TABLES.projected):
-            session.execute(table.delete())
+        _clear_live(session)
         for live, twin in zip(TABLES.projected, SHADOW.projected, strict=True):
             session.execute(_copy_rows(session, twin, live, sqlite=sqlite))
-        session.execute(TABLES.tracking.delete())
-        session.execute(
-            TABLES.tracking.insert().values(
-                application_name=PROJECTION_NAME, notification_id=position
-            )
-        )
-        ledger.projector.new_epoch(session)  # rows cached by any process are void now
+        _go_live(ledger, session, position)
         return position
 
     position = ledger.database.write(swap)
@@ -313,33 +318,63 @@ def _rebuild(
     return position
 
 
+def _clear_live(session: Executor) -> None:
+    for table in reversed(TABLES.projected):
+        session.execute(table.delete())
+
+
+def _go_live(ledger: Ledger, session: Executor, position: int) -> None:
+    """The live tables, just filled, stand at `position`; every process's cached rows
+    are void."""
+    session.execute(TABLES.tracking.delete())
+    session.execute(
+        TABLES.tracking.insert().values(application_name=PROJECTION_NAME, notification_id=position)
+    )
+    ledger.projector.new_epoch(session)
+
+
+class _Collision(Exception):
+    """Two keys' rows met in the swap's copy of the workers' files."""
+
+
+def _rebuild_partitioned(ledger: Ledger, workers: int, on_progress: Progress) -> int | None:
+    """The log folded across worker processes, each into a file of its own, and the files
+    copied straight into the live tables (infrastructure/partition.py); None (nothing
+    swapped) if two keys' rows collided. A worker file gone (another rebuild of the
+    store removed it) is StoreUnavailable."""
+    with translate_faults(), partition.folded(ledger, workers, on_progress) as parts:
+        for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
+            head = _log_size(ledger)
+            if head - parts.position <= CATCH_UP_UNDER_LOCK:
+                break
+            parts.catch_up(head, on_progress)
+
+        def swap(session: Connection) -> int:
+            _clear_live(session)
+            for k, copies in enumerate(parts.copies()):
+                for copy in copies:
+                    try:
+                        session.exec_driver_sql(copy)
+                    except sqlalchemy.exc.IntegrityError as e:
+                        if k == 0:
+                            raise
+                        raise _Collision() from e
+            _go_live(ledger, session, parts.position)
+            # The events recorded since the files' position, under the writer lock: none
+            # can follow. Folded by a projector of its own: the live one's row cache
+            # holds rows from before the swap.
+            return Projector(TABLES).catch_up(session, ledger._read_log(session), on_progress)
+
+        try:
+            return ledger.database.write_attached(swap, parts.attachments)
+        except _Collision:
+            return None
+
+
 def _log_size(ledger: Ledger) -> int:
     """The log's head: its events, near enough (ids are not reused)."""
     with ledger.database.reading() as connection:
         return ledger.projector.log_head(connection)
-
-
-def _fold_partitioned(ledger: Ledger, shadow: Shadow, workers: int, on_progress: Progress) -> None:
-    """The shadow folded up to the log head across worker processes; after a collision
-    (two keys' rows not independent) folded serially instead, its events not reported
-    twice. Any failure leaves the shadow empty: nothing half-folded is ever swapped."""
-    counted = 0
-
-    def progress(count: int) -> None:
-        nonlocal counted
-        counted += count
-        if on_progress is not None:
-            on_progress(count)
-
-    try:
-        if partition.fold(ledger, workers, progress) is not None:
-            return
-        shadow.clear()
-        shadow.fold(_skipping(counted, on_progress))
-    except BaseException:
-        with suppress(Exception):  # the fold's own failure is the one to report
-            shadow.clear()
-        raise
 
 
 def _skipping(already: int, on_progress: Progress) -> Progress:

@@ -4,18 +4,21 @@ A key's rows (its pointer, generations, runs, entries, receipts) depend only on 
 events: the write path refuses a sessionId, runId or eventId another key already uses.
 So worker k of W folds only the events whose `originator_id` (the key's aggregate id)
 falls in its share, decided in SQL before anything is decoded, with the same Projector
-and fold as the serial path, into a temporary SQLite file of its own (the shadow
-tables' schema, its own tracking row): the workers never queue for the store's single
-writer lock. The parent is worker 0; workers 1..W-1 are spawned processes, fresh
-interpreters (never forked: the parent may hold threads and open connections).
+and fold as the serial path, into a temporary SQLite file of its own: the workers never
+queue for the store's single writer lock. The parent is worker 0; workers 1..W-1 are
+spawned processes, fresh interpreters (never forked: the parent may hold threads and
+open connections).
 
-When every worker succeeded, the parent copies the files' rows into the store's
-`*_shadow` tables (in transactions of MERGE_ROWS rows, so writers keep going), then
-sets the shadow's position to the log head the workers folded up to; the rebuild's
-catch-up and swap then run as they always did. A primary-key collision in that copy
-means two keys' rows were not independent after all: the caller clears the shadow and
-folds serially instead. A worker that fails or dies fails the fold (the caller clears
-the shadow): never half a shadow.
+Each file's read-model tables are made with the store's own DDL (its live tables and
+their indexes, as the migrations made them), so the rebuild's swap copies every file
+straight into the live tables, the first with SQLite's transfer optimisation (records
+and index entries copied as stored), under the writer lock in one transaction
+(infrastructure/maintenance.py). There is no second copy through the `*_shadow`
+tables, and nothing to clear after it. Events recorded while the workers folded are
+folded into the files by share (`Parts.catch_up`), then the last few under the lock
+into the live tables. A primary-key collision in the swap's copy means two keys' rows
+were not independent after all: the swap rolls back and the caller folds serially. A
+worker that fails or dies fails the rebuild: nothing is swapped.
 """
 
 from __future__ import annotations
@@ -23,26 +26,28 @@ from __future__ import annotations
 import glob
 import os
 import shutil
-import sqlite3
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import (
+    Connection,
     Engine,
     bindparam,
     create_engine,
+    delete,
     event,
     func,
+    insert,
     literal_column,
     make_url,
     select,
 )
-from sqlalchemy.schema import CreateTable
 
 from domain.errors import StoreUnavailable
 from domain.events import LedgerEvent
@@ -50,7 +55,7 @@ from infrastructure import jsoncodec
 from infrastructure.collector import collector_at_ease
 from projections.projector import Projector
 from projections.raw import RawSelect
-from projections.tables import PROJECTION_NAME, SHADOW
+from projections.tables import PROJECTION_NAME, TABLES
 
 if TYPE_CHECKING:
     from infrastructure.ledger import Ledger
@@ -59,10 +64,9 @@ Progress = Callable[[int], None]
 
 PARTITION_FROM = 50_000  # log events from which a SQLite rebuild folds in worker processes
 # Processes folding at once, the parent included: each holds its own interpreter and
-# page of rows (about 80-100 MB), and the copy and swap after them stay serial.
+# page of rows (about 80-100 MB), and the swap after them stays serial.
 MAX_WORKERS = 2
 PAGE = 2000  # events per worker transaction, as the serial fold's pages
-MERGE_ROWS = 20_000  # rows per transaction copying the workers' rows into the shadow
 _HEX = "0123456789ABCDEF"
 
 
@@ -90,10 +94,49 @@ def store_path(ledger: Ledger) -> str | None:
     return os.path.abspath(name)
 
 
-def fold(ledger: Ledger, workers: int, on_progress: Progress | None) -> int | None:
-    """Fold the log up to its head into the (cleared) shadow tables across `workers`
-    processes; the shadow's position, or None after a collision (the shadow is left
-    empty and every event was reported to `on_progress` once)."""
+class Parts:
+    """The workers' files, every key's rows folded up to `position`, one file per share."""
+
+    def __init__(self, ledger: Ledger, files: list[Path], position: int) -> None:
+        self.ledger = ledger
+        self.files = files
+        self.position = position
+
+    def catch_up(self, target: int, on_progress: Progress | None) -> None:
+        """Fold each share's events after `position` up to `target` into its file (in this
+        process: what arrived during the workers' fold is a small part of the log)."""
+        report = on_progress if on_progress is not None else _ignore
+        for share, file in enumerate(self.files):
+            fold_share(self.ledger, file, share, len(self.files), self.position, target, report)
+        self.position = target
+
+    @property
+    def attachments(self) -> dict[str, str]:
+        """Schema name -> file, to attach the files to the swap's connection."""
+        return {f"part{k}": str(file) for k, file in enumerate(self.files)}
+
+    def copies(self) -> list[list[str]]:
+        """Per file, its `INSERT … SELECT *` into each live table: records as stored. The
+        columns are in the same order on both sides, as the files' tables were made with
+        the store's own DDL; the first file's copy into the emptied tables is the
+        transfer optimisation's, the others' are row by row (and find collisions)."""
+        return [
+            [
+                f'INSERT INTO main."{table.name}" SELECT * FROM "{schema}"."{table.name}"'
+                for table in TABLES.projected
+            ]
+            for schema in self.attachments
+        ]
+
+
+def _ignore(_count: int) -> None:
+    pass
+
+
+@contextmanager
+def folded(ledger: Ledger, workers: int, on_progress: Progress | None) -> Iterator[Parts]:
+    """The log up to its head folded into one temporary file per share across `workers`
+    processes, removed again when the block ends."""
     path = store_path(ledger)
     assert path is not None and workers > 1
     with ledger.database.reading() as connection:
@@ -111,12 +154,13 @@ def fold(ledger: Ledger, workers: int, on_progress: Progress | None) -> int | No
             # The children's pages so far, without waiting for more.
             _receive(children, on_progress, block=False)
 
-        fold_share(ledger, files[0], 0, workers, target, progress)
+        fold_share(ledger, files[0], 0, workers, 0, target, progress)
         while any(not child.done for child in children):
             _receive(children, on_progress, block=True)
-        if not _merge(ledger, path, files, target):
-            return None
-        return target
+        for child in children:
+            child.close()
+        children.clear()
+        yield Parts(ledger, files, target)
     finally:
         for child in children:
             child.close()
@@ -127,7 +171,7 @@ def _remove_stale(path: str) -> str:
     """The prefix of this store's rebuild directories, with those a rebuild left behind
     removed (its process was killed before its `finally`). Named after the store, so a
     rebuild never touches another store's beside it; one that is still running for
-    this store has lost its shadow to this rebuild already and fails anyway."""
+    this store loses its files to this rebuild and fails (its swap finds no tables)."""
     prefix = f".{os.path.basename(path)}.rebuild-"
     for stale in Path(os.path.dirname(path)).glob(f"{glob.escape(prefix)}*"):
         shutil.rmtree(stale, ignore_errors=True)
@@ -135,9 +179,16 @@ def _remove_stale(path: str) -> str:
 
 
 def fold_share(
-    ledger: Ledger, file: Path, share: int, workers: int, target: int, on_progress: Progress
+    ledger: Ledger,
+    file: Path,
+    share: int,
+    workers: int,
+    after: int,
+    target: int,
+    on_progress: Progress,
 ) -> int:
-    """Fold the events of share `share` of `workers` up to `target` into `file`."""
+    """Fold the events of share `share` of `workers` after `after` up to `target` into
+    `file` (made with the store's DDL if new); the events folded."""
     digits = [d for d in _HEX if int(d, 16) % workers == share]
     events = ledger.event_log.events
     c = events.c
@@ -157,31 +208,69 @@ def fold_share(
     )
     # The log's own decoder (the mapper's, from the stored bytes), as EventLog.read uses.
     decode: Callable[..., tuple[int, LedgerEvent]] = ledger.event_log._decode
-    projector = Projector(SHADOW)
+    projector = Projector(TABLES)
+    schema: tuple[list[str], list[str]] | None = None
+    if not file.exists():
+        with ledger.database.reading() as connection:
+            schema = _schema(connection)
     engine = _part_engine(file)
     folded = 0
     try:
         with engine.connect() as part:
-            with part.begin():
-                for table in (*SHADOW.projected, SHADOW.tracking):
-                    part.execute(CreateTable(table))
-            position = 0
+            driver = part.connection.driver_connection
+            assert driver is not None
+            tables, indexes = schema or ([], [])
+            for statement in tables:
+                driver.execute(statement)
+            position = after
             while True:
                 with ledger.database.reading() as connection:
                     page: Sequence[tuple[int, LedgerEvent]] = page_query.rows(
                         connection, decode, after=position, target=target, limit=PAGE
                     )
-                if not page:
-                    return folded
-                with part.begin():
-                    projector.project(part, projector.new_rowset(part), page, position)
-                position = page[-1][0]
-                folded += len(page)
-                on_progress(len(page))
+                if page:
+                    with part.begin():
+                        projector.project(part, projector.new_rowset(part), page, position)
+                    position = page[-1][0]
+                    folded += len(page)
+                    on_progress(len(page))
                 if len(page) < PAGE:
-                    return folded
+                    break
+            with part.begin():
+                _track(part, target)
+            # Secondary indexes built once over the folded rows, sorted, rather than kept
+            # up row by row (the fold reads rows by primary key only).
+            for statement in indexes:
+                driver.execute(statement)
+            return folded
     finally:
         engine.dispose()
+
+
+def _schema(connection: Connection) -> tuple[list[str], list[str]]:
+    """The DDL of the store's live read-model tables, and of their secondary indexes."""
+    names = [table.name for table in (*TABLES.projected, TABLES.tracking)]
+    marks = ", ".join("?" * len(names))
+    rows = connection.exec_driver_sql(
+        f"SELECT type, sql FROM sqlite_schema WHERE tbl_name IN ({marks}) "
+        "AND sql IS NOT NULL ORDER BY rowid",
+        tuple(names),
+    )
+    tables: list[str] = []
+    indexes: list[str] = []
+    for kind, sql in rows:
+        (indexes if kind == "index" else tables).append(sql)
+    return tables, indexes
+
+
+def _track(part: Connection, position: int) -> None:
+    """The file's tracking position: its share is folded up to `position` (the share's
+    own last event may be earlier), so a later catch-up of the file starts there."""
+    tracking = TABLES.tracking
+    part.execute(delete(tracking).where(tracking.c.application_name == PROJECTION_NAME))
+    part.execute(
+        insert(tracking).values(application_name=PROJECTION_NAME, notification_id=position)
+    )
 
 
 def _hex(value: Any) -> Any:
@@ -298,6 +387,7 @@ def _work(arguments: list[str]) -> None:
                         Path(file),
                         int(share),
                         int(workers),
+                        0,
                         int(target),
                         lambda n: print(f"page {n}", file=report),
                     )
@@ -308,74 +398,6 @@ def _work(arguments: list[str]) -> None:
             text = " ".join(f"{type(e).__name__}: {e}".split())  # one line
             print(f"error {text}", file=report)
             raise SystemExit(1) from None
-
-
-def _merge(ledger: Ledger, path: str, files: list[Path], target: int) -> bool:
-    """The workers' rows into the store's shadow tables, then its position `target`;
-    False if two workers wrote the same key (the caller clears what was copied).
-
-    In transactions of MERGE_ROWS rows each, so writers are not held up for the whole
-    copy (about a second per 100,000 events): until the position is set nothing reads
-    the shadow, and a rebuild or verify that reset it meanwhile is noticed (its position
-    is set, or its pages collide with these rows and fail it)."""
-    # A plain connection: ATTACH is refused inside a transaction, and the store's own
-    # connections begin theirs as they are handed out. Its busy handler queues it with
-    # the other writers.
-    connection = sqlite3.connect(
-        path, timeout=ledger.database.busy_timeout, isolation_level=None, check_same_thread=False
-    )
-    try:
-        # The shadow is derived data: the swap's own commit makes these pages durable.
-        connection.execute("PRAGMA synchronous = NORMAL")
-        for k, file in enumerate(files):
-            connection.execute(f"ATTACH DATABASE ? AS part{k}", (str(file),))
-        for table in SHADOW.projected:
-            columns = ", ".join(f'"{c.name}"' for c in table.columns)
-            for k in range(len(files)):
-                source = f"part{k}.{table.name}"
-                (last,) = connection.execute(f"SELECT max(rowid) FROM {source}").fetchone()
-                for start in range(0, last or 0, MERGE_ROWS):
-                    copied = _copy(
-                        connection,
-                        f"INSERT INTO main.{table.name} ({columns}) SELECT {columns} "
-                        f"FROM {source} WHERE rowid > ? AND rowid <= ?",
-                        (start, start + MERGE_ROWS),
-                    )
-                    if not copied:
-                        return False
-        return _copy(
-            connection,
-            f"INSERT INTO main.{SHADOW.tracking.name} (application_name, notification_id) "
-            "VALUES (?, ?)",
-            (PROJECTION_NAME, target),
-        )
-    except sqlite3.OperationalError as e:
-        raise StoreUnavailable(f"database unavailable: {e}") from e
-    finally:
-        connection.close()
-
-
-def _copy(connection: sqlite3.Connection, sql: str, parameters: tuple[Any, ...]) -> bool:
-    """One merge transaction; False (rolled back) on a key collision."""
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        if connection.execute(
-            f"SELECT 1 FROM main.{SHADOW.tracking.name} WHERE application_name = ?",
-            (PROJECTION_NAME,),
-        ).fetchone():
-            # Another rebuild or verify began folding into the shadow meanwhile.
-            raise StoreUnavailable(
-                "another rebuild or verify is using the shadow tables; retry when it is done"
-            )
-        connection.execute(sql, parameters)
-    except sqlite3.IntegrityError:
-        connection.execute("ROLLBACK")
-        return False
-    except BaseException:
-        connection.execute("ROLLBACK")
-        raise
-    connection.execute("COMMIT")
-    return True
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import make_url
 
 from domain.conversation import conversation_id
-from domain.errors import LedgerError
+from domain.errors import LedgerError, StoreUnavailable
 from infrastructure import maintenance, partition
 from infrastructure.ledger import Ledger
 from projections.tables import SHADOW, TABLES
@@ -133,12 +133,12 @@ def rebuild(ledger: Ledger, workers: int = 2, **kwargs: Any) -> tuple[int, list[
 
 
 @pytest.mark.parametrize(
-    ("seed", "workers", "merge_rows"), [(1, 2, partition.MERGE_ROWS), (2, 2, 7), (3, 3, 5)]
+    ("seed", "workers", "page"), [(1, 2, partition.PAGE), (2, 2, 7), (3, 3, 5)]
 )
 def test_a_partitioned_rebuild_equals_live(
-    sqlite_url: str, seed: int, workers: int, merge_rows: int, monkeypatch: pytest.MonkeyPatch
+    sqlite_url: str, seed: int, workers: int, page: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(partition, "MERGE_ROWS", merge_rows)  # rows per merge transaction
+    monkeypatch.setattr(partition, "PAGE", page)  # this process's events per transaction
     with Ledger.open(sqlite_url) as ledger:
         interleave(ledger, seed)
         assert {share(f"agent:main:telegram:direct:{seed}-{i}", workers) for i in range(16)} == (
@@ -161,6 +161,88 @@ def test_a_partitioned_rebuild_equals_live(
         position, now = ledger.positions()
         assert position == now > head
         assert_replay_equals_live(ledger)
+
+
+@pytest.mark.parametrize("under_lock", [0, maintenance.CATCH_UP_UNDER_LOCK])
+def test_events_recorded_during_the_fold_are_in_the_swapped_rows(
+    sqlite_url: str, under_lock: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Writers keep going while the workers fold: their events (on keys of both shares,
+    folded already and new) are folded into the workers' files by share before the swap
+    (nothing left under the lock), or, when few, under the lock into the live tables."""
+    monkeypatch.setattr(maintenance, "CATCH_UP_UNDER_LOCK", under_lock)
+    monkeypatch.setattr(partition, "PAGE", 10)
+    caught_up: list[int] = []
+    catch_up = partition.Parts.catch_up
+
+    def counted(parts: partition.Parts, target: int, on_progress: Any) -> None:
+        caught_up.append(target - parts.position)
+        catch_up(parts, target, on_progress)
+
+    monkeypatch.setattr(partition.Parts, "catch_up", counted)
+    keys = [f"agent:main:telegram:direct:meanwhile-{i}" for i in range(8)]
+    assert {share(k) for k in keys} == {0, 1}
+    with Ledger.open(sqlite_url) as ledger:
+        interleave(ledger, 8)
+        sessions = {key: ledger.resolve(key, at=T0).session.session_id for key in keys}
+        calls = 0
+        reported: list[int] = []
+
+        def write_meanwhile(count: int) -> None:
+            nonlocal calls
+            reported.append(count)
+            calls += 1
+            if calls > 4:  # the parent's first pages: long before the swap
+                return
+            ledger.resolve(f"agent:main:telegram:direct:new-{calls}", at=T0)
+            ledger.record(
+                [
+                    event(
+                        "transcript.appended",
+                        key,
+                        sid,
+                        f"meanwhile-{calls}-{key}",
+                        T0,
+                        entry={
+                            "id": f"w{calls}",
+                            "role": "assistant",
+                            "content": "ok",
+                            "timestamp": T0,
+                        },
+                    )
+                    for key, sid in sessions.items()
+                ]
+            )
+
+        position, _ = rebuild(ledger, on_progress=write_meanwhile)
+        head = ledger.positions()[1]
+        assert calls > 4
+        assert position == head
+        assert sum(reported) == head
+        assert bool(caught_up) == (under_lock == 0)
+        assert_replay_equals_live(ledger)
+        for key in keys:
+            assert ledger.session(key).entry_count == 4
+
+
+def test_a_second_rebuild_alongside_fails_the_first(sqlite_url: str) -> None:
+    """One rebuild at a time: a second one started while the first folds removes the
+    first's worker files; the first then fails instead of swapping, and the rows are
+    the second's."""
+    with Ledger.open(sqlite_url) as ledger:
+        interleave(ledger, 9)
+        second: list[int] = []
+
+        def start_another(_count: int) -> None:
+            if not second:
+                second.append(rebuild(ledger)[0])
+
+        with pytest.raises(StoreUnavailable, match="unable to open database file"):
+            rebuild(ledger, on_progress=start_another)
+        assert second == [ledger.positions()[1]]
+        assert_replay_equals_live(ledger)
+        assert leftovers(sqlite_url) == []
+        assert workers() == []
 
 
 def test_small_logs_and_one_worker_fold_in_this_process(sqlite_url: str) -> None:

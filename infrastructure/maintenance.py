@@ -333,16 +333,14 @@ def _go_live(ledger: Ledger, session: Executor, position: int) -> None:
     ledger.projector.new_epoch(session)
 
 
-class _Collision(Exception):
-    """Two keys' rows met in the swap's copy of the workers' files."""
-
-
 def _rebuild_partitioned(ledger: Ledger, workers: int, on_progress: Progress) -> int | None:
-    """The log folded across worker processes, each into a file of its own, and the files
-    copied straight into the live tables (infrastructure/partition.py); None (nothing
-    swapped) if two keys' rows collided. A worker file gone (another rebuild of the
-    store removed it) is StoreUnavailable."""
+    """The log folded across worker processes, each into a file of its own, the files
+    merged into one and that copied straight into the live tables
+    (infrastructure/partition.py); None (nothing swapped) if two keys' rows collided. A
+    worker file gone (another rebuild of the store removed it) is StoreUnavailable."""
     with translate_faults(), partition.folded(ledger, workers, on_progress) as parts:
+        if not parts.merge():
+            return None
         for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
             head = _log_size(ledger)
             if head - parts.position <= CATCH_UP_UNDER_LOCK:
@@ -351,24 +349,15 @@ def _rebuild_partitioned(ledger: Ledger, workers: int, on_progress: Progress) ->
 
         def swap(session: Connection) -> int:
             _clear_live(session)
-            for k, copies in enumerate(parts.copies()):
-                for copy in copies:
-                    try:
-                        session.exec_driver_sql(copy)
-                    except sqlalchemy.exc.IntegrityError as e:
-                        if k == 0:
-                            raise
-                        raise _Collision() from e
+            for copy in parts.copies():
+                session.exec_driver_sql(copy)
             _go_live(ledger, session, parts.position)
-            # The events recorded since the files' position, under the writer lock: none
+            # The events recorded since the file's position, under the writer lock: none
             # can follow. Folded by a projector of its own: the live one's row cache
             # holds rows from before the swap.
             return Projector(TABLES).catch_up(session, ledger._read_log(session), on_progress)
 
-        try:
-            return ledger.database.write_attached(swap, parts.attachments)
-        except _Collision:
-            return None
+        return ledger.database.write_attached(swap, parts.attachments)
 
 
 def _log_size(ledger: Ledger) -> int:

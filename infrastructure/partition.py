@@ -9,16 +9,16 @@ queue for the store's single writer lock. The parent is worker 0; workers 1..W-1
 spawned processes, fresh interpreters (never forked: the parent may hold threads and
 open connections).
 
-Each file's read-model tables are made with the store's own DDL (its live tables and
-their indexes, as the migrations made them), so the rebuild's swap copies every file
-straight into the live tables, the first with SQLite's transfer optimisation (records
-and index entries copied as stored), under the writer lock in one transaction
-(infrastructure/maintenance.py). There is no second copy through the `*_shadow`
-tables, and nothing to clear after it. Events recorded while the workers folded are
-folded into the files by share (`Parts.catch_up`), then the last few under the lock
-into the live tables. A primary-key collision in the swap's copy means two keys' rows
-were not independent after all: the swap rolls back and the caller folds serially. A
-worker that fails or dies fails the rebuild: nothing is swapped.
+Each file's read-model tables are made with the store's own DDL (its live tables, as
+the migrations made them; their secondary indexes are built once the share is folded).
+The parent then merges the files into the first (`Parts.merge`, outside the store's
+writer lock), folds the events recorded meanwhile into it (`Parts.catch_up`), and the
+rebuild's swap (infrastructure/maintenance.py) copies that one file into the emptied
+live tables under the writer lock in one transaction, by SQLite's transfer optimisation
+(records and index entries copied as stored). There is no copy through the `*_shadow`
+tables and nothing to clear after it. A primary-key collision in the merge means two
+keys' rows were not independent after all: the caller folds serially instead. A worker
+that fails or dies fails the rebuild: nothing is swapped.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from __future__ import annotations
 import glob
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -95,12 +96,44 @@ def store_path(ledger: Ledger) -> str | None:
 
 
 class Parts:
-    """The workers' files, every key's rows folded up to `position`, one file per share."""
+    """The workers' files, every key's rows folded up to `position`, one file per share
+    until `merge` makes them one."""
 
     def __init__(self, ledger: Ledger, files: list[Path], position: int) -> None:
         self.ledger = ledger
         self.files = files
         self.position = position
+
+    def merge(self) -> bool:
+        """Copy the other files' rows into the first, which then holds every key's rows;
+        False if two keys' rows collided (the first file is then useless).
+
+        Done outside the store's writer lock, into a file without journal or fsync: the
+        swap then copies one file into the emptied live tables, all of it by SQLite's
+        transfer optimisation (records and index entries as stored), which a copy into
+        tables that already hold rows cannot use (it must check uniqueness row by row)."""
+        first, *others = self.files
+        connection = sqlite3.connect(first, isolation_level=None)
+        try:
+            connection.execute("PRAGMA journal_mode = OFF")
+            connection.execute("PRAGMA synchronous = OFF")
+            for k, file in enumerate(others):
+                connection.execute(f'ATTACH DATABASE ? AS "part{k}"', (str(file),))
+            connection.execute("BEGIN")
+            for k in range(len(others)):
+                for table in TABLES.projected:
+                    name = table.name
+                    try:
+                        connection.execute(
+                            f'INSERT INTO main."{name}" SELECT * FROM "part{k}"."{name}"'
+                        )
+                    except sqlite3.IntegrityError:
+                        return False  # no journal to roll back: the file is thrown away
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+        self.files = [first]
+        return True
 
     def catch_up(self, target: int, on_progress: Progress | None) -> None:
         """Fold each share's events after `position` up to `target` into its file (in this
@@ -112,20 +145,18 @@ class Parts:
 
     @property
     def attachments(self) -> dict[str, str]:
-        """Schema name -> file, to attach the files to the swap's connection."""
-        return {f"part{k}": str(file) for k, file in enumerate(self.files)}
+        """Schema name -> file, to attach the (merged) file to the swap's connection."""
+        (file,) = self.files
+        return {"parts": str(file)}
 
-    def copies(self) -> list[list[str]]:
-        """Per file, its `INSERT … SELECT *` into each live table: records as stored. The
-        columns are in the same order on both sides, as the files' tables were made with
-        the store's own DDL; the first file's copy into the emptied tables is the
-        transfer optimisation's, the others' are row by row (and find collisions)."""
+    @staticmethod
+    def copies() -> list[str]:
+        """`INSERT … SELECT *` of the merged file's rows into each (emptied) live table:
+        records as stored. Both sides have the same columns in the same order, as the
+        files' tables were made with the store's own DDL."""
         return [
-            [
-                f'INSERT INTO main."{table.name}" SELECT * FROM "{schema}"."{table.name}"'
-                for table in TABLES.projected
-            ]
-            for schema in self.attachments
+            f'INSERT INTO main."{table.name}" SELECT * FROM "parts"."{table.name}"'
+            for table in TABLES.projected
         ]
 
 

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 Progress = Callable[[int], None] | None
 
-PAGE = 2000  # events per shadow transaction (read and decoded before it begins)
+PAGE = partition.PAGE  # events per shadow transaction (read and decoded before it begins)
 CATCH_UP_UNDER_LOCK = 1000  # events a rebuild may leave for its swap (folded under the lock)
 MAX_OVERLAY = 5000  # events verify folds in memory on top of the shadow
 MAX_LISTED = 1000  # mismatches a report lists (it counts them all)
@@ -196,20 +196,18 @@ class Shadow:
         with database.reading() as connection:
             target = self.ledger.projector.log_head(connection)
             position = self.projector.position(connection)
-        while True:
+
+        def read(after: int) -> Sequence[tuple[int, LedgerEvent]]:
             # Read and decoded outside the page's transaction: committed events never
             # change and commit in log order, so this is the log's next page; the writer
             # lock is held only to fold and write it (decoding was a quarter of a page).
             with database.reading() as connection:
-                events = self.ledger.event_log.read(connection, position, PAGE)
-            if not events:
-                return position
-            self.side_write(self._page(events, position))
-            position = events[-1][0]
-            if on_progress is not None:
-                on_progress(len(events))
-            if len(events) < PAGE or position >= target:
-                return position
+                return self.ledger.event_log.read(connection, after, PAGE)
+
+        def write(events: Sequence[tuple[int, LedgerEvent]], after: int) -> None:
+            self.side_write(self._page(events, after))
+
+        return partition.fold_pages(read, write, position, PAGE, on_progress, until=target)
 
     def _page(
         self, events: Sequence[tuple[int, LedgerEvent]], after: int

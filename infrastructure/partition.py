@@ -217,9 +217,9 @@ def fold_share(
     after: int,
     target: int,
     on_progress: Progress,
-) -> int:
+) -> None:
     """Fold the events of share `share` of `workers` after `after` up to `target` into
-    `file` (made with the store's DDL if new); the events folded."""
+    `file` (made with the store's DDL if new)."""
     digits = [d for d in _HEX if int(d, 16) % workers == share]
     events = ledger.event_log.events
     c = events.c
@@ -245,7 +245,6 @@ def fold_share(
         with ledger.database.reading() as connection:
             schema = _schema(connection)
     engine = _part_engine(file)
-    folded = 0
     try:
         with engine.connect() as part:
             driver = part.connection.driver_connection
@@ -253,29 +252,51 @@ def fold_share(
             tables, indexes = schema or ([], [])
             for statement in tables:
                 driver.execute(statement)
-            position = after
-            while True:
+
+            def write(page: Sequence[tuple[int, LedgerEvent]], previous: int) -> None:
+                with part.begin():
+                    projector.project(part, projector.new_rowset(part), page, previous)
+
+            def read(position: int) -> Sequence[tuple[int, LedgerEvent]]:
                 with ledger.database.reading() as connection:
-                    page: Sequence[tuple[int, LedgerEvent]] = page_query.rows(
+                    return page_query.rows(
                         connection, decode, after=position, target=target, limit=PAGE
                     )
-                if page:
-                    with part.begin():
-                        projector.project(part, projector.new_rowset(part), page, position)
-                    position = page[-1][0]
-                    folded += len(page)
-                    on_progress(len(page))
-                if len(page) < PAGE:
-                    break
+
+            fold_pages(read, write, after, PAGE, on_progress)
             with part.begin():
                 _track(part, target)
             # Secondary indexes built once over the folded rows, sorted, rather than kept
             # up row by row (the fold reads rows by primary key only).
             for statement in indexes:
                 driver.execute(statement)
-            return folded
     finally:
         engine.dispose()
+
+
+def fold_pages(
+    read: Callable[[int], Sequence[tuple[int, LedgerEvent]]],
+    write: Callable[[Sequence[tuple[int, LedgerEvent]], int], None],
+    after: int,
+    page: int,
+    on_progress: Progress | None,
+    *,
+    until: int | None = None,
+) -> int:
+    """Fold the log after `after` a page at a time: `read` the events after a position
+    (at most `page`), `write` them (folded after the previous position), until a short
+    page or the position `until`; the position reached. The serial rebuild and verify
+    (into the shadow tables) and each worker (into its file) fold this way."""
+    position = after
+    while True:
+        events = read(position)
+        if events:
+            write(events, position)
+            position = events[-1][0]
+            if on_progress is not None:
+                on_progress(len(events))
+        if len(events) < page or (until is not None and position >= until):
+            return position
 
 
 def _schema(connection: Connection) -> tuple[list[str], list[str]]:
@@ -327,7 +348,7 @@ def _part_engine(file: Path) -> Engine:
 
 class _Child:
     """A worker process (a fresh interpreter: `python -m infrastructure.partition`) and
-    the pipe it reports on, a line per message: `page N`, `done N` or `error TEXT`.
+    the pipe it reports on, a line per message: `page N`, `done` or `error TEXT`.
 
     Not multiprocessing's spawn: it runs the parent's `__main__` module again in the
     child, which breaks (or runs twice) any script that calls rebuild without an
@@ -403,7 +424,7 @@ def _receive(children: list[_Child], on_progress: Progress | None, *, block: boo
 
 
 def _work(arguments: list[str]) -> None:
-    """A worker process: fold its share, reporting each page, then its count or error."""
+    """A worker process: fold its share, reporting each page, then that it is done or its error."""
     url, busy_timeout, file, share, workers, target, fd = arguments
     with os.fdopen(int(fd), "w", buffering=1) as report:
         try:
@@ -413,7 +434,7 @@ def _work(arguments: list[str]) -> None:
             ledger = Ledger(Database(url, busy_timeout=float(busy_timeout)))
             try:
                 with collector_at_ease():
-                    count = fold_share(
+                    fold_share(
                         ledger,
                         Path(file),
                         int(share),
@@ -424,7 +445,7 @@ def _work(arguments: list[str]) -> None:
                     )
             finally:
                 ledger.close()
-            print(f"done {count}", file=report)
+            print("done", file=report)
         except BaseException as e:
             text = " ".join(f"{type(e).__name__}: {e}".split())  # one line
             print(f"error {text}", file=report)

@@ -39,15 +39,11 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import (
     Connection,
     Engine,
-    bindparam,
     create_engine,
     delete,
     event,
-    func,
     insert,
-    literal_column,
     make_url,
-    select,
 )
 
 from domain.errors import StoreUnavailable
@@ -55,7 +51,6 @@ from domain.events import LedgerEvent
 from infrastructure import jsoncodec
 from infrastructure.collector import collector_at_ease
 from projections.projector import Projector
-from projections.raw import RawSelect
 from projections.tables import PROJECTION_NAME, TABLES
 
 if TYPE_CHECKING:
@@ -68,7 +63,6 @@ PARTITION_FROM = 50_000  # log events from which a SQLite rebuild folds in worke
 # page of rows (about 80-100 MB), and the swap after them stays serial.
 MAX_WORKERS = 2
 PAGE = 2000  # events per worker transaction, as the serial fold's pages
-_HEX = "0123456789ABCDEF"
 
 
 class WorkerFailed(StoreUnavailable):
@@ -220,25 +214,6 @@ def fold_share(
 ) -> None:
     """Fold the events of share `share` of `workers` after `after` up to `target` into
     `file` (made with the store's DDL if new)."""
-    digits = [d for d in _HEX if int(d, 16) % workers == share]
-    events = ledger.event_log.events
-    c = events.c
-    # The aggregate id's last hex digit (SQLite stores its 16 bytes): uniform over keys.
-    page_query = RawSelect(
-        select(c.id, c.originator_id, c.originator_version, c.topic, c.state)
-        .where(
-            c.id > bindparam("after"),
-            c.id <= bindparam("target"),
-            func.substr(func.hex(c.originator_id), 32, 1).in_(
-                [literal_column(f"'{d}'") for d in digits]  # constants: no expanding IN
-            ),
-        )
-        .order_by(c.id)
-        .limit(bindparam("limit")),
-        decoders={1: _hex},
-    )
-    # The log's own decoder (the mapper's, from the stored bytes), as EventLog.read uses.
-    decode: Callable[..., tuple[int, LedgerEvent]] = ledger.event_log._decode
     projector = Projector(TABLES)
     schema: tuple[list[str], list[str]] | None = None
     if not file.exists():
@@ -259,8 +234,8 @@ def fold_share(
 
             def read(position: int) -> Sequence[tuple[int, LedgerEvent]]:
                 with ledger.database.reading() as connection:
-                    return page_query.rows(
-                        connection, decode, after=position, target=target, limit=PAGE
+                    return ledger.event_log.read_share(
+                        connection, share, workers, position, target, PAGE
                     )
 
             fold_pages(read, write, after, PAGE, on_progress)
@@ -323,10 +298,6 @@ def _track(part: Connection, position: int) -> None:
     part.execute(
         insert(tracking).values(application_name=PROJECTION_NAME, notification_id=position)
     )
-
-
-def _hex(value: Any) -> Any:
-    return value.hex() if isinstance(value, bytes) else value
 
 
 def _part_engine(file: Path) -> Engine:

@@ -188,7 +188,18 @@ class Database:
                     for name, path in files.items():
                         driver.execute(f'ATTACH DATABASE ? AS "{name}"', (path,))
                         attached.append(name)
-                    return self._write_on(connection, work)
+                    # The transaction writes every read-model page: its commit's own
+                    # checkpoint would copy them all into the database file while this
+                    # process's writers still wait. Checkpointed after the locks instead,
+                    # passively, so writers go on meanwhile.
+                    ((every,),) = driver.execute("PRAGMA wal_autocheckpoint").fetchall()
+                    driver.execute("PRAGMA wal_autocheckpoint = 0")
+                    try:
+                        result = self._write_on(connection, work)
+                    finally:
+                        driver.execute(f"PRAGMA wal_autocheckpoint = {int(every)}")
+                    driver.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                    return result
                 finally:
                     try:
                         for name in attached:

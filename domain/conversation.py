@@ -175,12 +175,12 @@ class Conversation:
             return self._reject(
                 fact, "sessionId", f"generation {fact.session_id!r} was pruned by maintenance"
             )
+        if isinstance(fact, TranscriptAppendedFact):  # first: most of what reporters send
+            return self._append_entry(fact, generation)
         if isinstance(fact, RunStartedFact):
             return self._start_run(fact)
         if isinstance(fact, (RunEndedFact, RunErroredFact)):
             return self._finish_run(fact, generation)
-        if isinstance(fact, TranscriptAppendedFact):
-            return self._append_entry(fact, generation)
         if isinstance(fact, BindingSetFact):
             return self._accept(fact, BindingSet)
         if isinstance(fact, BindingDroppedFact):
@@ -320,49 +320,54 @@ class Conversation:
 
     def _append_entry(self, fact: TranscriptAppendedFact, generation: Generation) -> Decision:
         entry = fact.entry
+        entry_id = entry.id
         entry_digest = fact.entry_digest()
-        known = generation.entries.get(entry.id)
+        entries = generation.entries
+        known = entries.get(entry_id)
         if known == entry_digest:
             # A retried append under a new eventId: the entry is already there.
             return Decision(
                 "duplicate",
                 fact.session_id,
                 self.current_session_id,
-                f"entry {entry.id!r} is already in generation {fact.session_id!r}",
+                f"entry {entry_id!r} is already in generation {fact.session_id!r}",
             )
         if known is not None:
             return self._reject(
                 fact,
                 "entry.id",
-                f"{entry.id!r} is already used in this generation with other content",
+                f"{entry_id!r} is already used in this generation with other content",
             )
-        if entry.parent_id is not None and entry.parent_id not in generation.entries:
+        parent_id = entry.parent_id
+        if parent_id is not None and parent_id not in entries:
             return self._reject(
                 fact,
                 "entry.parentId",
-                f"no entry {entry.parent_id!r} in generation {fact.session_id!r}",
+                f"no entry {parent_id!r} in generation {fact.session_id!r}",
             )
+        head = generation.head
         return self._accept(
             fact,
             TranscriptAppended,
-            seq=len(generation.entries) + 1,
-            prev_hash=generation.head,
-            entry_hash=chain_hash(generation.head, entry_digest),
+            seq=len(entries) + 1,
+            prev_hash=head,
+            entry_hash=chain_hash(head, entry_digest),
         )
 
     def _accept(self, fact: Fact, event_class: type[Recorded], **derived: int | str) -> Decision:
         # The fact was validated at the edge: its event is built without validating again.
-        self._apply(
-            event_class.from_fact(
-                fact,
-                originator_id=self.id,
-                originator_version=self.version + 1,
-                timestamp=utcnow(),
-                **derived,
-            )
+        event = event_class.from_fact(
+            fact,
+            originator_id=self.id,
+            originator_version=self.version + 1,
+            timestamp=utcnow(),
+            **derived,
         )
-        outcome: Outcome = "applied" if fact.session_id == self.current_session_id else "archived"
-        return Decision(outcome, fact.session_id, self.current_session_id)
+        evolve(self, event)  # type: ignore[arg-type]
+        self._pending.append(event)
+        session_id = fact.session_id
+        current = self.current_session_id
+        return Decision("applied" if session_id == current else "archived", session_id, current)
 
     def _reject(self, fact: Fact, field_name: str, message: str) -> Decision:
         return Decision(
@@ -503,17 +508,17 @@ def evolve(
     conversation: Conversation | None, event: LedgerEvent | ConversationSnapshot
 ) -> Conversation:
     """Apply one event to the aggregate (the mutator of the library's projector function)."""
-    if isinstance(event, ConversationSnapshot):
+    # type() first: isinstance on a pydantic class goes through its metaclass.
+    if type(event) is ConversationSnapshot or isinstance(event, ConversationSnapshot):
         return Conversation.from_snapshot(event)
     if conversation is None:
         conversation = Conversation(event.originator_id, event.session_key)
-    if event.originator_version != conversation.version + 1:
-        raise ValueError(
-            f"event version {event.originator_version} does not follow {conversation.version}"
-        )
-    conversation.version = event.originator_version
+    version = event.originator_version
+    if version != conversation.version + 1:
+        raise ValueError(f"event version {version} does not follow {conversation.version}")
+    conversation.version = version
     sid = event.session_id
-    if isinstance(event, GenerationOpened):
+    if type(event) is GenerationOpened:
         conversation.generations[sid] = Generation(
             session_id=sid,
             previous_session_id=event.previous_session_id,
@@ -526,40 +531,41 @@ def evolve(
         conversation.deleted = False
         return conversation
     generation = conversation.generations[sid]
-    if isinstance(event, SessionRotated):
+    if type(event) is SessionRotated:
         conversation.current_session_id = None  # the GenerationOpened that follows sets it
-    elif isinstance(event, SessionDeletedEvent):
+    elif type(event) is SessionDeletedEvent:
         conversation.current_session_id = None
         conversation.deleted = True
-    elif isinstance(event, RunStarted):
+    elif type(event) is RunStarted:
         generation.runs[event.run_id] = RUNNING
         conversation.run_owner[event.run_id] = sid
         if event.trigger == "user":
             _touch(generation, event.occurred_at)
-    elif isinstance(event, RunEnded):
+    elif type(event) is RunEnded:
         generation.runs[event.run_id] = event.outcome
-    elif isinstance(event, RunErrored):
+    elif type(event) is RunErrored:
         generation.runs[event.run_id] = "failed"
-    elif isinstance(event, TranscriptAppended):
-        generation.entries[event.entry.id] = event.entry.digest()
+    elif type(event) is TranscriptAppended:
+        entry = event.entry
+        generation.entries[entry.id] = entry.digest()
         generation.head = event.entry_hash
-        if event.entry.role == "assistant":
+        if entry.role == "assistant":
             generation.resumable = True
         if event.writer == "ingress":
             _touch(generation, event.occurred_at)
-    elif isinstance(event, BindingSet):
+    elif type(event) is BindingSet:
         generation.bindings[event.provider] = event.cli_session_id
-    elif isinstance(event, BindingDropped):
+    elif type(event) is BindingDropped:
         generation.bindings.pop(event.provider, None)
-    elif isinstance(event, OverridesChanged):
+    elif type(event) is OverridesChanged:
         for name, value in event.overrides.items():
             if value is None:
                 generation.overrides.pop(name, None)
             else:
                 generation.overrides[name] = value
-    elif isinstance(event, InteractionRecorded):
+    elif type(event) is InteractionRecorded:
         _touch(generation, event.occurred_at)
-    elif isinstance(event, GenerationPruned):
+    elif type(event) is GenerationPruned:
         generation.pruned = True
         generation.entries = {}  # the per-entry state pruning frees; the head stays
     return conversation

@@ -62,15 +62,19 @@ class Fact(Model):
     def fingerprint(self) -> str:
         """Digest of the fact's own fields, so a reused eventId can be told from a retry."""
         # Cached by hand: functools.cached_property takes a lock on every first access.
-        cached = self.__dict__.get("_fingerprint")
+        state = self.__dict__
+        cached = state.get("_fingerprint")
         if cached is None:
-            dumped = self.__dict__.get("_json")
-            if dumped is None:  # not dumped, nor to be (a decoded event): the fact's fields
-                dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
-            else:  # what include=<the fact's fields> gives: canonical_json sorts the keys
-                dumped = {name: dumped[name] for name in _fact_fields(self.type)}
-            cached = self.__dict__["_fingerprint"] = digest(canonical_json(dumped))
-        return cached
+            # A recorded event built from a fact keeps the fact's dump: just those fields.
+            dumped = state.get("_fact_json")
+            if dumped is None:
+                dumped = state.get("_json")
+                if dumped is None:  # not dumped, nor to be (a decoded event): the fact's fields
+                    dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
+                else:  # what include=<the fact's fields> gives: canonical_json sorts the keys
+                    dumped = {name: dumped[name] for name in _fact_fields(self.type)}
+            cached = state["_fingerprint"] = digest(canonical_json(dumped))
+        return cached  # type: ignore[no-any-return]
 
     def dumped(self) -> dict[str, Any]:
         """`model_dump(mode="json")` without a recorded event's originator id and version
@@ -122,7 +126,12 @@ class TranscriptEntry(Model):
 
     @model_validator(mode="after")
     def _bounded(self) -> TranscriptEntry:
-        if len(canonical_json(self.content)) > MAX_ENTRY_BYTES:
+        content = self.content
+        # ASCII text's JSON takes at most 6 bytes a character (`\u001f`), plus its quotes:
+        # short enough, it needs no dump to be known to fit.
+        if type(content) is str and content.isascii() and len(content) * 6 + 2 <= MAX_ENTRY_BYTES:
+            return self
+        if len(canonical_json(content)) > MAX_ENTRY_BYTES:
             raise PydanticCustomError(
                 "too_large", "content is larger than {limit} bytes", {"limit": MAX_ENTRY_BYTES}
             )
@@ -154,10 +163,11 @@ class TranscriptAppendedFact(Fact):
     def entry_digest(self) -> str:
         """`entry.digest()`, taken from the fact's own dump (which its fingerprint and
         stored bytes need anyway) instead of a second dump of the entry."""
-        entry = self.entry
-        if "_digest" not in entry.__dict__:
-            entry.__dict__["_digest"] = _entry_digest(self.dumped()["entry"])
-        return entry.digest()
+        state = self.entry.__dict__  # the cache entry.digest() reads
+        cached = state.get("_digest")
+        if cached is None:
+            cached = state["_digest"] = _entry_digest(self.dumped()["entry"])
+        return cached  # type: ignore[no-any-return]
 
 
 class BindingSetFact(Fact):
@@ -319,18 +329,22 @@ class Recorded(BaseModel):
         stored bytes need no dump of their own. tests/property/test_one_dump.py holds
         all of it to the old path.
         """
-        fact_class, own = _layout(cls)
-        if not isinstance(fact, fact_class) or tuple(derived) != own:
+        fact_class, fact_names, own = _layout(cls)
+        if (type(fact) is not fact_class and not isinstance(fact, fact_class)) or tuple(
+            derived
+        ) != own:
             raise TypeError(f"{cls.__name__} is not built from {type(fact).__name__} {derived}")
         for value in derived.values():
             if type(value) is not int and type(value) is not str:
                 raise TypeError(f"{cls.__name__}: {value!r} is not an int or a str")
         state = fact.__dict__
-        values: dict[str, Any] = {name: state[name] for name in _fact_fields(fact.type)}
+        fact_json = fact.dumped()
+        values: dict[str, Any] = {name: state[name] for name in fact_names}
         values["originator_id"] = originator_id
         values["originator_version"] = originator_version
         values["timestamp"] = timestamp
-        values.update(derived)
+        if derived:
+            values.update(derived)
         # What model_construct does, minus its per-field defaults and alias handling.
         event = cls.__new__(cls)
         _setattr(event, "__dict__", values)
@@ -338,28 +352,31 @@ class Recorded(BaseModel):
         _setattr(event, "__pydantic_extra__", None)
         _setattr(event, "__pydantic_private__", None)
         # The cached properties' slots: the dump composed from the fact's (ints and strings
-        # dump as themselves), and the fingerprint if the fact has it already.
+        # dump as themselves), the fact's own dump (its fingerprint's fields), and the
+        # fingerprint if the fact has it already.
         values["_json"] = {
-            **fact.dumped(),
+            **fact_json,
             "timestamp": _DATETIME.to_python(timestamp, mode="json"),
             **derived,
         }
+        values["_fact_json"] = fact_json
         if "_fingerprint" in state:
             values["_fingerprint"] = state["_fingerprint"]
         return event
 
 
 @cache
-def _layout(cls: type[Recorded]) -> tuple[type[Fact], tuple[str, ...]]:
-    """A recorded event class's fact class and its own fields: its fields are the fact's,
-    then Recorded's, then its own, in that order (the dump's key order)."""
+def _layout(cls: type[Recorded]) -> tuple[type[Fact], tuple[str, ...], tuple[str, ...]]:
+    """A recorded event class's fact class, the fact's fields and its own fields: its
+    fields are the fact's, then Recorded's, then its own, in that order (the dump's key
+    order)."""
     fact_class = FACT_CLASSES[cls.__pydantic_fields__["type"].default]
     assert issubclass(cls, fact_class), cls
     fact_names = tuple(fact_class.__pydantic_fields__)
     recorded = tuple(Recorded.__pydantic_fields__)
     own = tuple(cls.__pydantic_fields__)[len(fact_names) + len(recorded) :]
     assert tuple(cls.__pydantic_fields__) == fact_names + recorded + own, cls
-    return fact_class, own
+    return fact_class, fact_names, own
 
 
 _setattr = object.__setattr__
@@ -449,4 +466,4 @@ class ConversationSnapshot(BaseModel):
 
 def chain_hash(prev_hash: str, entry_digest: str) -> str:
     """One link of a generation's transcript hash chain."""
-    return digest(prev_hash.encode(), b":", entry_digest.encode())
+    return digest(f"{prev_hash}:{entry_digest}".encode())

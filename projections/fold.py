@@ -79,7 +79,7 @@ def fold(
     fifth of the fold); every row is the same."""
     recorded = utc(event.timestamp)
     session = state.session(event.session_key)
-    if isinstance(event, GenerationOpened):
+    if type(event) is GenerationOpened:
         return _opened(event, session, state, position, recorded, receipts)
     generation = state.generation(event.session_id)
     if generation is None:
@@ -98,7 +98,7 @@ def fold(
     deleted_key: str | None = None
     pruned: str | None = None
 
-    if isinstance(event, SessionRotated):
+    if type(event) is SessionRotated:
         touched.update(
             state="archived",
             archived_at=recorded,
@@ -107,7 +107,7 @@ def fold(
             late_events=generation.late_events,
         )
         effect = Effect("applied", f"rotated to {event.to_session_id} ({event.reason})")
-    elif isinstance(event, SessionDeleted):
+    elif type(event) is SessionDeleted:
         touched.update(
             state="deleted",
             archived_at=recorded,
@@ -116,7 +116,7 @@ def fold(
         )
         deleted_key = event.session_key
         effect = Effect("applied", "deleted the session")
-    elif isinstance(event, RunStarted):
+    elif type(event) is RunStarted:
         shape = KeyShape.parse(event.session_key)
         run = _run_row(
             run_id=event.run_id,
@@ -153,7 +153,7 @@ def fold(
             else generation.last_interaction_at,
         )
         touched.update(_focus(run))
-    elif isinstance(event, (RunEnded, RunErrored)):
+    elif type(event) is RunEnded or type(event) is RunErrored:
         started = state.run(event.run_id)
         if started is None:
             raise LookupError(f"event at {position} ends unknown run {event.run_id!r}")
@@ -163,12 +163,12 @@ def fold(
         run = _evolve_run(
             started,
             dict(
-                status=event.outcome if isinstance(event, RunEnded) else "failed",
+                status=event.outcome if type(event) is RunEnded else "failed",
                 ended_at=ended_at,
                 runtime_ms=_millis(ended_at - started.started_at),
-                stop_reason=event.stop_reason if isinstance(event, RunEnded) else None,
-                error=event.error if isinstance(event, RunErrored) else None,
-                error_kind=event.error_kind if isinstance(event, RunErrored) else None,
+                stop_reason=event.stop_reason if type(event) is RunEnded else None,
+                error=event.error if type(event) is RunErrored else None,
+                error_kind=event.error_kind if type(event) is RunErrored else None,
                 input_tokens=usage.input,
                 output_tokens=usage.output,
                 cache_read_tokens=usage.cache_read,
@@ -192,7 +192,7 @@ def fold(
             touched.update(_focus(focus))
         else:
             touched.update(_focus(run))
-    elif isinstance(event, TranscriptAppended):
+    elif type(event) is TranscriptAppended:
         item = event.entry
         entry = _entry_row(
             session_id=event.session_id,
@@ -218,13 +218,13 @@ def fold(
             if event.writer == "ingress"
             else generation.last_interaction_at,
         )
-    elif isinstance(event, BindingSet):
+    elif type(event) is BindingSet:
         touched.update(bindings={**generation.bindings, event.provider: event.cli_session_id})
-    elif isinstance(event, BindingDropped):
+    elif type(event) is BindingDropped:
         touched.update(
             bindings={p: c for p, c in generation.bindings.items() if p != event.provider},
         )
-    elif isinstance(event, OverridesChanged):
+    elif type(event) is OverridesChanged:
         overrides = dict(generation.overrides)
         for name, value in event.overrides.items():
             if value is None:
@@ -232,11 +232,11 @@ def fold(
             else:
                 overrides[name] = value
         touched.update(overrides=overrides)
-    elif isinstance(event, InteractionRecorded):
+    elif type(event) is InteractionRecorded:
         touched.update(
             last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
         )
-    elif isinstance(event, GenerationPruned):
+    elif type(event) is GenerationPruned:
         # entry_count and head_hash stay: they describe the chain the log still holds.
         touched.update(pruned_at=recorded, late_events=generation.late_events)
         pruned = event.session_id

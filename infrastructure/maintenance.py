@@ -13,8 +13,8 @@ bounded and writers keep going in between:
   events the shadow has not folded yet are folded into an in-memory overlay over it.
 
 A large SQLite rebuild folds in worker processes instead, each its share of the keys,
-into files of their own that the swap copies straight into the live tables
-(infrastructure/partition.py): one copy of every row, no shadow to clear.
+into files of their own, merged into one that the swap copies straight into the live
+tables (infrastructure/partition.py): no shadow tables to fill and clear.
 
 One rebuild or verify at a time per store: a second one started alongside resets the
 shadow (or removes the worker files) under the first, which then fails

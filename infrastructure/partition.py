@@ -107,6 +107,16 @@ class Parts:
         transfer optimisation (records and index entries as stored), which a copy into
         tables that already hold rows cannot use (it must check uniqueness row by row)."""
         first, *others = self.files
+        try:
+            if not self._merge(first, others):
+                return False
+        except sqlite3.Error as e:  # a file gone or unreadable: no rebuild to swap
+            raise StoreUnavailable(f"rebuild files unavailable: {e}") from e
+        self.files = [first]
+        return True
+
+    @staticmethod
+    def _merge(first: Path, others: list[Path]) -> bool:
         connection = sqlite3.connect(first, isolation_level=None)
         try:
             connection.execute("PRAGMA journal_mode = OFF")
@@ -124,10 +134,9 @@ class Parts:
                     except sqlite3.IntegrityError:
                         return False  # no journal to roll back: the file is thrown away
             connection.execute("COMMIT")
+            return True
         finally:
             connection.close()
-        self.files = [first]
-        return True
 
     def catch_up(self, target: int, on_progress: Progress | None) -> None:
         """Fold each share's events after `position` up to `target` into its file (in this

@@ -245,6 +245,25 @@ def test_a_second_rebuild_alongside_fails_the_first(sqlite_url: str) -> None:
         assert workers() == []
 
 
+def test_a_worker_file_gone_before_the_merge_fails_the_rebuild(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    merge = partition.Parts.merge
+
+    def remove_then_merge(parts: partition.Parts) -> bool:
+        parts.files[1].unlink()
+        return merge(parts)
+
+    monkeypatch.setattr(partition.Parts, "merge", remove_then_merge)
+    with Ledger.open(sqlite_url) as ledger:
+        interleave(ledger, 10)
+        before = rows(sqlite_url, *TABLES.projected, TABLES.tracking)
+        with pytest.raises(StoreUnavailable, match="rebuild files unavailable"):
+            rebuild(ledger)
+        assert_untouched(sqlite_url, before)
+        assert workers() == []
+
+
 def test_small_logs_and_one_worker_fold_in_this_process(sqlite_url: str) -> None:
     with Ledger.open(sqlite_url) as ledger:
         interleave(ledger, 4, steps=60)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import Counter
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Any, cast
@@ -133,7 +132,9 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
         connection = self._writing()
         if connection.dialect.name == "sqlite":
             statement = STATEMENTS.get(connection, _insert_event, table)
-            parameters = [statement.row_parameters(e) for e in stored_events]
+            # A batch's events belong to a few aggregates: each id is converted once.
+            statement.memoize("originator_id")
+            parameters = statement.rows_parameters(stored_events)
             last: int = (
                 on_driver(connection, _insert_one, statement.sql, parameters[0])
                 if len(parameters) == 1
@@ -306,24 +307,18 @@ class LedgerApplication(Application[UUID]):
         return conversation
 
     def save_conversations(
-        self, events: list[Recorded], touched: list[Conversation]
+        self, events: list[Recorded], changed: list[tuple[Conversation, int]]
     ) -> list[tuple[int, Recorded]]:
         """Record events in the given (decision) order, answering (position, event) pairs;
-        snapshot aggregates that crossed an interval. This is EventStore.put (what
+        snapshot aggregates that crossed an interval (`changed`: each aggregate that added
+        events, with its version before them). This is EventStore.put (what
         Application.save does underneath) minus its per-event runtime-protocol checks
         and Recording objects, which dominated batch ingest."""
-        stored = [self.mapper.to_stored_event(event) for event in events]  # type: ignore[arg-type]
-        positions = self.recorder.insert_events(stored)
+        mapper = cast(PydanticMapper, self.mapper)
+        positions = self.recorder.insert_events(mapper.to_stored_events(events))
         assert positions is not None and len(positions) == len(events)
         assert self.snapshots is not None
-        # One aggregate (the usual single-key command) added every event.
-        added = (
-            {touched[0].id: len(events)}
-            if len(touched) == 1
-            else Counter(event.originator_id for event in events)
-        )
-        for conversation in touched:
-            before = conversation.version - added[conversation.id]
+        for conversation, before in changed:
             if conversation.version // SNAPSHOT_INTERVAL > before // SNAPSHOT_INTERVAL:
                 self.snapshots.put([conversation.take_snapshot()])
         return list(zip(positions, events, strict=True))

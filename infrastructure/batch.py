@@ -11,6 +11,7 @@ from domain.conversation import Decision, Outcome
 from domain.events import Fact, RunStartedFact
 from infrastructure.collector import AT_EASE_FROM, collector_at_ease
 from infrastructure.unit_of_work import UnitOfWork
+from projections.raw import builder
 from projections.rows import CAMEL, ReceiptRow
 
 
@@ -62,51 +63,57 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     accepted: list[tuple[int, int, Decision]] = []  # (batch, index, decision)
     recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it
     retried: list[tuple[int, int]] = []  # (batch, index) of eventIds an earlier batch recorded
+    repeated = False  # an eventId repeated within a batch (answered after the commit)
     started = [f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
     if started:
         uow.rowset.prefetch(run_ids=started)
     first_seen: list[dict[str, int]] = []
+    conversations = uow.conversations
 
     for number, facts in enumerate(batches):
         seen: dict[str, int] = {}
         first_seen.append(seen)
         answers = results[number]
         for index, fact in enumerate(facts):
-            receipt = receipts.get(fact.event_id)
+            event_id = fact.event_id
+            receipt = receipts.get(event_id)
             if receipt is not None:
                 answers[index] = _from_receipt(fact, receipt)
                 continue
-            if recorded_here.get(fact.event_id, number) != number:
+            if recorded_here.get(event_id, number) != number:
                 retried.append((number, index))  # answered below, from its receipt
                 continue
-            if fact.event_id in seen:
+            if event_id in seen:
+                repeated = True
                 continue  # answered below, from the first occurrence
-            seen[fact.event_id] = index
-            conversation = uow.conversation(fact.session_key)
+            seen[event_id] = index
+            key = fact.session_key
+            conversation = conversations[key] if key in conversations else uow.conversation(key)
             if conversation is None:
-                unknown = f"sessionKey: unknown session {fact.session_key!r}; resolve it first"
+                unknown = f"sessionKey: unknown session {key!r}; resolve it first"
                 answers[index] = _rejected(fact, None, unknown)
                 continue
-            if isinstance(fact, RunStartedFact):
-                known = uow.rowset.run(fact.run_id)
-                owner = known.session_key if known is not None else started_here.get(fact.run_id)
-                if owner is not None and owner != fact.session_key:
+            started_run = fact.run_id if isinstance(fact, RunStartedFact) else None
+            if started_run is not None:
+                known = uow.rowset.run(started_run)
+                owner = known.session_key if known is not None else started_here.get(started_run)
+                if owner is not None and owner != key:
                     answers[index] = _rejected(
                         fact,
                         conversation.current_session_id,
-                        f"runId: {fact.run_id!r} is already used by another session",
+                        f"runId: {started_run!r} is already used by another session",
                     )
                     continue
             decision = conversation.record(fact)
             if uow.add(conversation):
                 # Answered after the commit, from the fold (position, rows).
                 accepted.append((number, index, decision))
-                recorded_here[fact.event_id] = number
-                if isinstance(fact, RunStartedFact):
-                    started_here[fact.run_id] = fact.session_key
+                recorded_here[event_id] = number
+                if started_run is not None:
+                    started_here[started_run] = key
                 continue
-            answers[index] = RecordResult(
-                fact.event_id,
+            answers[index] = _result(
+                event_id,
                 decision.outcome,
                 None,
                 decision.session_id,
@@ -122,22 +129,28 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
         accepted, uow.transitions[offset:], strict=True
     ):
         fact = batches[number][index]
-        if transition.effect.kind != decision.outcome:
+        outcome = decision.outcome
+        if transition.effect.kind != outcome:
             raise AssertionError(f"fold and aggregate disagree on {fact.event_id!r}")
         receipt_row = transition.receipt
         assert receipt_row is not None  # the projector folds with receipts
-        written[fact.event_id] = receipt_row
-        results[number][index] = RecordResult(
-            fact.event_id,
-            decision.outcome,
+        written[receipt_row.event_id] = receipt_row
+        current = receipt_row.current_session_id
+        results[number][index] = _result(
+            receipt_row.event_id,
+            outcome,
             receipt_row.position,
             receipt_row.session_id,
-            receipt_row.current_session_id,
-            _takeover(decision.outcome, receipt_row.current_session_id),
+            current,
+            # SPEC §4.6: a real takeover tells the writer whether the key rotated or was
+            # deleted.
+            None if outcome != "archived" else "deleted" if current is None else "rotated",
         )
     for number, index in retried:
         fact = batches[number][index]
         results[number][index] = _from_receipt(fact, written[fact.event_id])
+    if not repeated:
+        return cast(list[list[RecordResult]], results)
     for facts, answers, seen in zip(batches, results, first_seen, strict=True):
         for index, fact in enumerate(facts):
             if answers[index] is None:
@@ -159,6 +172,11 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     return [[r for r in answers if r is not None] for answers in results]
 
 
+# RecordResult built slot by slot (every field given): a frozen dataclass's __init__
+# sets each field through object.__setattr__, and a batch answers every event.
+_result = builder(RecordResult)
+
+
 def _from_receipt(fact: Fact, receipt: ReceiptRow) -> RecordResult:
     """A retried eventId: the original answer if it is the same fact, else a rejection."""
     if receipt.fingerprint != fact.fingerprint():
@@ -171,13 +189,6 @@ def _from_receipt(fact: Fact, receipt: ReceiptRow) -> RecordResult:
         receipt.current_session_id,
         f"duplicate eventId: already recorded at position {receipt.position}",
     )
-
-
-def _takeover(outcome: Outcome, current_session_id: str | None) -> str | None:
-    """SPEC §4.6: a real takeover tells the writer whether the key rotated or was deleted."""
-    if outcome != "archived":
-        return None
-    return "deleted" if current_session_id is None else "rotated"
 
 
 def _rejected(fact: Fact, current: str | None, reason: str) -> RecordResult:

@@ -13,6 +13,7 @@ payload that does not validate that way) takes the dict path.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import cache
 from typing import Any, cast
 from uuid import UUID
@@ -44,8 +45,9 @@ def _event_class(topic: str) -> type[BaseModel]:
 
 
 @cache
-def _topic(cls: type) -> str:
-    return get_topic(cls)
+def _layout(cls: type[BaseModel]) -> tuple[str, int, bool]:
+    """A class's topic, class_version and whether it is a Fact (which keeps its dump)."""
+    return get_topic(cls), int(getattr(cls, "class_version", 1)), issubclass(cls, Fact)
 
 
 @cache
@@ -59,21 +61,32 @@ def _json_validator(cls: type[BaseModel]) -> SchemaValidator | None:
 
 class PydanticMapper(Mapper[UUID]):
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
-        model = cast(BaseModel, domain_event)
-        if isinstance(model, Fact):
-            # The event's one dump, which its receipt fingerprint shares (never mutated).
-            state = model.dumped()
-        else:
-            state = model.model_dump(mode="json", exclude=ORIGINATOR_FIELDS)
-        class_version = getattr(type(model), "class_version", 1)
-        if class_version > 1:
-            state = {**state, "class_version": class_version}
-        return StoredEvent(
-            originator_id=domain_event.originator_id,
-            originator_version=domain_event.originator_version,
-            topic=_topic(type(model)),
-            state=self.transcoder.encode(state),
-        )
+        return self.to_stored_events([cast(BaseModel, domain_event)])[0]
+
+    def to_stored_events(self, events: Iterable[BaseModel]) -> list[StoredEvent]:
+        """`to_stored_event` of each event, with the per-class lookups done once a class."""
+        encode = self.transcoder.encode
+        stored: list[StoredEvent] = []
+        for event in events:
+            cls = type(event)
+            topic, class_version, is_fact = _layout(cls)
+            if is_fact:
+                # The event's one dump, which its receipt fingerprint shares (never mutated).
+                state = cast(Fact, event).dumped()
+            else:
+                state = event.model_dump(mode="json", exclude=ORIGINATOR_FIELDS)
+            if class_version > 1:
+                state = {**state, "class_version": class_version}
+            state_dict = event.__dict__
+            stored.append(
+                StoredEvent(
+                    originator_id=state_dict["originator_id"],
+                    originator_version=state_dict["originator_version"],
+                    topic=topic,
+                    state=encode(state),
+                )
+            )
+        return stored
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         return self.decode(

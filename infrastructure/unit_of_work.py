@@ -31,7 +31,8 @@ class UnitOfWork:
     touched: set[UUID]
     conversations: dict[str, Conversation | None] = field(default_factory=dict)
     pending: list[Recorded] = field(default_factory=list)
-    changed: dict[UUID, Conversation] = field(default_factory=dict)
+    # By key: each aggregate with pending events and its version before them.
+    changed: dict[str, tuple[Conversation, int]] = field(default_factory=dict)
     transitions: list[Transition] = field(default_factory=list)
     position: int = 0
     rowset: RowSet = field(init=False)
@@ -66,10 +67,14 @@ class UnitOfWork:
 
     def add(self, conversation: Conversation) -> list[Recorded]:
         """Take the aggregate's new events, in the order they were decided."""
-        self.conversations[conversation.session_key] = conversation
-        self.changed[conversation.id] = conversation
-        self.touched.add(conversation.id)
         events = conversation.collect_events()
+        key = conversation.session_key
+        known = self.changed.get(key)
+        if known is None or known[0] is not conversation:
+            # Once per aggregate and commit (hashing a UUID is a Python call).
+            self.conversations[key] = conversation
+            self.changed[key] = (conversation, conversation.version - len(events))
+            self.touched.add(conversation.id)
         self.pending.extend(events)
         return events
 
@@ -78,9 +83,9 @@ class UnitOfWork:
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        changed, self.changed = list(self.changed.values()), {}
         recorded = cast(
-            list[tuple[int, LedgerEvent]],
-            self.app.save_conversations(pending, list(self.changed.values())),
+            list[tuple[int, LedgerEvent]], self.app.save_conversations(pending, changed)
         )
         self.transitions.extend(
             self.projector.project(self.connection, self.rowset, recorded, self.position)

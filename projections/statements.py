@@ -28,7 +28,15 @@ class CompiledStatement:
     """One statement's SQL for one dialect, its parameters in the driver's order, and
     the conversion of each parameter."""
 
-    __slots__ = ("_active_binds", "_defaults", "_getters", "names", "positional", "sql")
+    __slots__ = (
+        "_active_binds",
+        "_defaults",
+        "_getters",
+        "_memoized",
+        "names",
+        "positional",
+        "sql",
+    )
 
     def __init__(self, statement: ClauseElement, dialect: Dialect) -> None:
         compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
@@ -42,9 +50,23 @@ class CompiledStatement:
             by_name[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.names
         ]
         # Only the parameters whose type converts anything cost a call.
-        self._active_binds = [(i, p) for i, p in enumerate(binds) if p is not None]
+        self._active_binds: list[tuple[int, Callable[[Any], Any]]] = [
+            (i, p) for i, p in enumerate(binds) if p is not None
+        ]
         self._defaults = compiled.construct_params(_check=False)
         self._getters: dict[tuple[tuple[str, str], ...], Callable[[Any], Any]] = {}
+        self._memoized: set[str] = set()
+
+    def memoize(self, name: str) -> None:
+        """Remember what the bind processor of parameter `name` made of each value: for
+        hashable, immutable values few of which recur (an aggregate id per event of a
+        batch). The converted value is the processor's own, shared between rows."""
+        if name in self._memoized:
+            return
+        self._memoized.add(name)
+        index = self.names.index(name)
+        self._active_binds = [(i, _memo(p) if i == index else p) for i, p in self._active_binds]
+        self._getters.clear()
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         """The driver's parameters from values by bind name (literals the statement was
@@ -100,6 +122,27 @@ class CompiledStatement:
         for index, process in self._active_binds:
             values[index] = process(values[index])
         return tuple(values) if self.positional else dict(zip(self.names, values, strict=True))
+
+
+# Values a memoized processor remembers before it starts afresh.
+MEMO_KEPT = 4096
+
+
+def _memo(process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    known: dict[Any, Any] = {}
+
+    def memoized(value: Any) -> Any:
+        converted = known.get(value, _MISSING)
+        if converted is _MISSING:
+            if len(known) >= MEMO_KEPT:
+                known.clear()
+            converted = known[value] = process(value)
+        return converted
+
+    return memoized
+
+
+_MISSING = object()
 
 
 class StatementCache:

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
+from uuid import UUID, uuid4
 
 import pytest
-from sqlalchemy import Dialect
+from eventsourcing.persistence import StoredEvent
+from sqlalchemy import BigInteger, Column, Dialect, LargeBinary, MetaData, Table, Text
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy_utils.types.uuid import UUIDType
 
+from infrastructure.application import _insert_event
 from projections.projector import _insert_row, _update
 from projections.rows import EntryRow, GenerationRow, ReceiptRow
 from projections.statements import CompiledStatement
@@ -108,3 +112,32 @@ def test_generated_packer_matches_the_general_one(dialect: Dialect, table: Any, 
 def test_attributes_that_are_not_identifiers_take_the_general_path() -> None:
     statement = CompiledStatement(_insert_row(TABLES.receipts), sqlite.dialect())
     assert statement._generated(["event_id", "class"]) is None
+
+
+@pytest.mark.parametrize("dialect", [sqlite.dialect(), postgresql.psycopg.dialect()])
+def test_a_memoized_parameter_packs_what_its_processor_makes(dialect: Dialect) -> None:
+    # The library's events table, as far as its insert goes.
+    table = Table(
+        "events",
+        MetaData(),
+        Column("originator_id", UUIDType(), nullable=False),
+        Column("originator_version", BigInteger, nullable=False),
+        Column("topic", Text, nullable=False),
+        Column("state", LargeBinary),
+    )
+    ids = [uuid4(), uuid4(), UUID(int=0)]
+    events = [StoredEvent(ids[i % 3], i, "topic", b'{"n":%d}' % i) for i in range(7)]
+    plain_statement = CompiledStatement(_insert_event(table), dialect)
+    memoized = CompiledStatement(_insert_event(table), dialect)
+    before = memoized.rows_parameters(events)  # a packer made before memoizing is dropped
+    memoized.memoize("originator_id")
+    memoized.memoize("originator_id")  # once is enough; twice changes nothing
+    expected = [plain(p) for p in plain_statement.rows_parameters(events)]
+    assert [plain(p) for p in before] == expected
+    assert [plain(p) for p in memoized.rows_parameters(events)] == expected
+    assert [plain(memoized.row_parameters(e)) for e in events] == expected
+    # Converted once per id: the rows of one aggregate share the converted value.
+    packed = memoized.rows_parameters(events)
+    at = memoized.names.index("originator_id")
+    value = (lambda p: p[at]) if memoized.positional else (lambda p: p["originator_id"])
+    assert value(packed[0]) is value(packed[3])

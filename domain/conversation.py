@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.utils import get_topic
@@ -65,9 +65,9 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    """What the aggregate did with one fact."""
+class Decision(NamedTuple):
+    """What the aggregate did with one fact. (A named tuple: a frozen dataclass's
+    __init__ costs twice as much, and a batch decides a thousand facts.)"""
 
     outcome: Outcome
     session_id: str | None

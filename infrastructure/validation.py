@@ -14,6 +14,8 @@ from infrastructure.collector import AT_EASE_FROM, collector_at_ease
 from infrastructure.unit_of_work import UnitOfWork
 
 _FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
+# What _FACTS.validate_python calls with its defaults, without its per-call wrapper.
+_validate_fact = _FACTS.validator.validate_python
 _KEY: TypeAdapter[str] = TypeAdapter(SessionKey)
 _ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
@@ -53,7 +55,8 @@ def _parse(items: list[Fact | Mapping[str, Any]]) -> list[Fact]:
     facts: list[Fact] = []
     problems: list[dict[str, object]] = []
     for index, item in enumerate(items):
-        if isinstance(item, Fact):
+        # type() first: isinstance on a pydantic class goes through its metaclass.
+        if type(item) is not dict and isinstance(item, Fact):
             if item.type not in INCOMING_TYPES:
                 problems.append(
                     {
@@ -64,7 +67,7 @@ def _parse(items: list[Fact | Mapping[str, Any]]) -> list[Fact]:
             facts.append(item)
             continue
         try:
-            facts.append(_FACTS.validate_python(item))
+            facts.append(_validate_fact(item))
         except ValidationError as e:
             for detail in e.errors(include_url=False):
                 problems.append(

@@ -77,15 +77,17 @@ def fold(
     """What `event` at `position` does to the rows in `state`. With receipts=False the
     transition carries no receipt row (the audit shows none, and its fingerprint is a
     fifth of the fold); every row is the same."""
-    recorded = utc(event.timestamp)
-    session = state.session(event.session_key)
+    recorded = event.timestamp.astimezone(UTC)
+    session_key = event.session_key
+    session = state.session(session_key)
     if type(event) is GenerationOpened:
         return _opened(event, session, state, position, recorded, receipts)
-    generation = state.generation(event.session_id)
+    session_id = event.session_id
+    generation = state.generation(session_id)
     if generation is None:
-        raise LookupError(f"event at {position} names unknown generation {event.session_id!r}")
-    current = session is not None and session.session_id == event.session_id
-    effect = _effect(current, generation, recorded)
+        raise LookupError(f"event at {position} names unknown generation {session_id!r}")
+    current = session is not None and session.session_id == session_id
+    effect = _APPLIED_TO_CURRENT if current else _effect(current, generation, recorded)
     # The generation row's changes, gathered and applied once: dataclasses.replace on a
     # 33-field frozen row cost more than the rest of the fold when chained per event.
     touched: dict[str, Any] = {
@@ -194,30 +196,30 @@ def fold(
             touched.update(_focus(run))
     elif type(event) is TranscriptAppended:
         item = event.entry
+        seq, entry_hash, writer, role = event.seq, event.entry_hash, event.writer, item.role
         entry = _entry_row(
-            session_id=event.session_id,
-            seq=event.seq,
+            session_id=session_id,
+            seq=seq,
             entry_id=item.id,
             parent_id=item.parent_id,
-            role=item.role,
+            role=role,
             content=item.content,
-            timestamp=utc(item.timestamp),
-            writer=event.writer,
+            timestamp=item.timestamp.astimezone(UTC),
+            writer=writer,
             run_id=event.run_id,
-            session_key=event.session_key,
+            session_key=session_key,
             prev_hash=event.prev_hash,
-            entry_hash=event.entry_hash,
+            entry_hash=entry_hash,
             position=position,
             recorded_at=recorded,
         )
-        touched.update(
-            entry_count=event.seq,
-            head_hash=event.entry_hash,
-            resumable=generation.resumable or item.role == "assistant",
-            last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
-            if event.writer == "ingress"
-            else generation.last_interaction_at,
-        )
+        touched["entry_count"] = seq
+        touched["head_hash"] = entry_hash
+        touched["resumable"] = generation.resumable or role == "assistant"
+        if writer == "ingress":
+            touched["last_interaction_at"] = _later(
+                generation.last_interaction_at, event.occurred_at
+            )
     elif type(event) is BindingSet:
         touched.update(bindings={**generation.bindings, event.provider: event.cli_session_id})
     elif type(event) is BindingDropped:

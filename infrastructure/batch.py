@@ -11,8 +11,7 @@ from domain.conversation import Decision, Outcome
 from domain.events import Fact, RunStartedFact
 from infrastructure.collector import AT_EASE_FROM, collector_at_ease
 from infrastructure.unit_of_work import UnitOfWork
-from projections.raw import builder
-from projections.rows import CAMEL, ReceiptRow
+from projections.rows import CAMEL, ReceiptRow, slot_builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,9 +171,9 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     return [[r for r in answers if r is not None] for answers in results]
 
 
-# RecordResult built slot by slot (every field given): a frozen dataclass's __init__
-# sets each field through object.__setattr__, and a batch answers every event.
-_result = builder(RecordResult)
+# RecordResult built through a plain twin (every field given): a frozen dataclass's
+# __init__ sets each field through object.__setattr__, and a batch answers every event.
+_result = slot_builder(RecordResult)
 
 
 def _from_receipt(fact: Fact, receipt: ReceiptRow) -> RecordResult:

@@ -34,8 +34,14 @@ from domain.events import (
     TranscriptAppended,
 )
 from domain.values import KeyShape
-from projections.raw import builder
-from projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow
+from projections.rows import (
+    EntryRow,
+    GenerationRow,
+    ReceiptRow,
+    RunRow,
+    SessionRow,
+    slot_builder,
+)
 
 EffectKind = Literal["applied", "archived"]
 T = TypeVar("T")
@@ -358,15 +364,15 @@ def _focus(run: RunRow) -> dict[str, Any]:
     }
 
 
-# Rows are built slot by slot (projections/raw.py `builder`): a frozen dataclass's
-# __init__ routes every field through object.__setattr__, and the fold builds three or
-# four rows per event (a third less per row).
-_generation_row = builder(GenerationRow)
-_session_row = builder(SessionRow)
-_run_row = builder(RunRow)
-_entry_row = builder(EntryRow)
-_receipt_row = builder(ReceiptRow)
-_transition = builder(Transition)
+# Rows are built through a plain twin of each class (projections/rows.py
+# `slot_builder`): a frozen dataclass's __init__ routes every field through
+# object.__setattr__, and the fold builds three or four rows per event.
+_generation_row = slot_builder(GenerationRow)
+_session_row = slot_builder(SessionRow)
+_run_row = slot_builder(RunRow)
+_entry_row = slot_builder(EntryRow)
+_receipt_row = slot_builder(ReceiptRow)
+_transition = slot_builder(Transition)
 _APPLIED_TO_CURRENT = Effect("applied", "applied to current")
 
 
@@ -376,7 +382,7 @@ def _evolver(row_type: type[T]) -> Callable[..., T]:
     names = tuple(f.name for f in fields(row_type))  # type: ignore[arg-type]
     values_of = attrgetter(*names)
     index = {name: i for i, name in enumerate(names)}
-    build = builder(row_type)
+    build = slot_builder(row_type)
 
     def evolve(row: T, changes: dict[str, Any]) -> T:
         values = list(values_of(row))

@@ -31,8 +31,8 @@ from sqlalchemy.orm import Session
 
 from domain.events import LedgerEvent
 from projections.fold import Transition
-from projections.raw import RawSelect, as_tuple, builder, in_field_order
-from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow
+from projections.raw import RawSelect, as_tuple, in_field_order
+from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow, slot_builder
 from projections.state import RowSet
 from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many
 from projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
@@ -98,7 +98,7 @@ def _select_in(table: Table, column: str, size: int, row_type: type) -> Any:
 
 
 _BUILDERS: dict[type, Callable[..., Any]] = {
-    row_type: builder(row_type) for row_type in (SessionRow, GenerationRow, RunRow, ReceiptRow)
+    row_type: slot_builder(row_type) for row_type in (SessionRow, GenerationRow, RunRow, ReceiptRow)
 }
 
 

@@ -1,0 +1,48 @@
+"""Rows built by `slot_builder` are the rows their dataclass builds: same type, fields,
+equality, hash and immutability."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+
+from infrastructure.batch import RecordResult
+from projections.fold import Transition
+from projections.rows import (
+    EntryRow,
+    GenerationRow,
+    ReceiptRow,
+    RunRow,
+    SessionRow,
+    slot_builder,
+)
+
+
+@pytest.mark.parametrize(
+    "cls", [SessionRow, GenerationRow, RunRow, EntryRow, ReceiptRow, Transition, RecordResult]
+)
+def test_a_slot_built_row_is_the_dataclass_row(cls: Any) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    values = [f"v{i}" for i in range(len(names))]
+    built = slot_builder(cls)(*values)
+    plain = cls(*values)
+    assert type(built) is cls
+    assert built == plain
+    assert [getattr(built, n) for n in names] == values
+    assert repr(built) == repr(plain)
+    assert slot_builder(cls)(**dict(zip(names, values, strict=True))) == plain
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        setattr(built, names[0], "changed")
+    assert not hasattr(built, "__dict__")
+    assert hash(built) == hash(plain)
+
+
+def test_a_class_it_cannot_build_is_refused() -> None:
+    @dataclasses.dataclass(frozen=True)
+    class NoSlots:
+        a: int
+
+    with pytest.raises(TypeError):
+        slot_builder(NoSlots)

@@ -22,8 +22,7 @@ from typing import Any, Literal
 from domain.events import LedgerEvent, RunEnded, RunErrored, TranscriptAppended
 from domain.values import canonical_json
 from projections.fold import EffectKind, utc
-from projections.raw import builder
-from projections.rows import CAMEL, GenerationRow, RunRow, SessionRow, SessionView
+from projections.rows import CAMEL, GenerationRow, RunRow, SessionRow, SessionView, slot_builder
 from projections.state import RowSet
 
 # |recordedAt - occurredAt| beyond this is reported as clock skew (or a delivery delay).
@@ -142,7 +141,7 @@ class AuditReport:
 
 
 # One per event: without __init__'s object.__setattr__ per field (projections/raw.py).
-_AUDIT_ENTRY = builder(AuditEntry)
+_AUDIT_ENTRY = slot_builder(AuditEntry)
 
 
 def current_view(rows: RowSet, session_key: str) -> SessionView | None:

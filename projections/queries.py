@@ -14,16 +14,16 @@ from typing import Any
 from sqlalchemy import Connection, bindparam, or_, select
 
 from domain.values import Status
-from projections.raw import RawSelect, builder, in_field_order
-from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView
+from projections.raw import RawSelect, in_field_order
+from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView, slot_builder
 from projections.tables import ReadModelTables
 
 MAX_PAGE = 1000
 
-_ENTRY = builder(EntryRow)
-_GENERATION = builder(GenerationRow)
-_RUN = builder(RunRow)
-_SESSION = builder(SessionRow)
+_ENTRY = slot_builder(EntryRow)
+_GENERATION = slot_builder(GenerationRow)
+_RUN = slot_builder(RunRow)
+_SESSION = slot_builder(SessionRow)
 
 
 @dataclass(frozen=True, slots=True)

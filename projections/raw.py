@@ -112,34 +112,6 @@ def as_tuple(*row: Any) -> tuple[Any, ...]:
     return row
 
 
-def builder(cls: type[T]) -> Callable[..., T]:
-    """A constructor for a frozen, slotted dataclass that sets each slot directly (same
-    parameters as its __init__, every field required): a frozen dataclass's __init__
-    routes every field through object.__setattr__, a third of reading a 1,000-entry
-    transcript.
-
-    Generated the way dataclasses generates __init__, for classes whose __init__ only
-    assigns (no __post_init__, every field an init field)."""
-    if not (
-        dataclasses.is_dataclass(cls)
-        and "__slots__" in cls.__dict__
-        and not hasattr(cls, "__post_init__")
-        and all(f.init for f in dataclasses.fields(cls))
-    ):
-        raise TypeError(f"{cls!r} is not a plain slotted dataclass")
-    names = [f.name for f in dataclasses.fields(cls)]
-    # The generated function's own names start with "__", which no field name does here.
-    assert not any(name.startswith("__") for name in names), names
-    scope: dict[str, Any] = {"__new": object.__new__, "__cls": cls}
-    scope.update({f"__set_{name}": getattr(cls, name).__set__ for name in names})
-    body = "".join(f"    __set_{name}(__row, {name})\n" for name in names)
-    source = f"def build({', '.join(names)}):\n    __row = __new(__cls)\n{body}    return __row\n"
-    exec(source, scope)
-    build: Callable[..., T] = scope["build"]
-    build.__qualname__ = f"builder({cls.__qualname__})"
-    return build
-
-
 def in_field_order(table: Table, row_type: type) -> list[ColumnElement[Any]]:
     """The table's columns in the order of the row's fields, for building rows by
     position: migrations append new columns to a table, wherever the row has the field."""

@@ -221,8 +221,7 @@ def slot_builder(cls: type[T]) -> Callable[..., T]:
     every field required) for rows built per event: it fills a plain twin class with the
     same slots, then makes the object a `cls` (`__class__` assignment, which CPython
     allows between classes of one layout). A frozen dataclass's __init__ sets each slot
-    through object.__setattr__, and projections.raw's builder through each slot
-    descriptor's __set__: both a call per field, where the twin's stores are plain
+    through object.__setattr__, a call per field, where the twin's stores are plain
     attribute stores (2-3x less for the fold's rows, which it builds 60-odd fields of per
     event). The result is an ordinary `cls` instance: same type, slots, equality, hash.
 

@@ -1,5 +1,5 @@
-"""Rows built by `slot_builder` are the rows their dataclass builds: same type, fields,
-equality, hash and immutability."""
+"""Rows built by `slot_builder` (the fold's rows, the reads' and the audit's) are the
+rows their dataclass builds: same type, fields, equality, hash and immutability."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from infrastructure.batch import RecordResult
+from projections.audit import AuditEntry
 from projections.fold import Transition
 from projections.rows import (
     EntryRow,
@@ -21,7 +22,8 @@ from projections.rows import (
 
 
 @pytest.mark.parametrize(
-    "cls", [SessionRow, GenerationRow, RunRow, EntryRow, ReceiptRow, Transition, RecordResult]
+    "cls",
+    [SessionRow, GenerationRow, RunRow, EntryRow, ReceiptRow, Transition, RecordResult, AuditEntry],
 )
 def test_a_slot_built_row_is_the_dataclass_row(cls: Any) -> None:
     names = [f.name for f in dataclasses.fields(cls)]
@@ -37,6 +39,9 @@ def test_a_slot_built_row_is_the_dataclass_row(cls: Any) -> None:
         setattr(built, names[0], "changed")
     assert not hasattr(built, "__dict__")
     assert hash(built) == hash(plain)
+    # Every field, defaults included, is given: the builder has no defaults.
+    with pytest.raises(TypeError):
+        slot_builder(cls)(*values[:-1])
 
 
 def test_a_class_it_cannot_build_is_refused() -> None:
@@ -44,5 +49,13 @@ def test_a_class_it_cannot_build_is_refused() -> None:
     class NoSlots:
         a: int
 
-    with pytest.raises(TypeError):
-        slot_builder(NoSlots)
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class PostInit:
+        a: int
+
+        def __post_init__(self) -> None:
+            pass
+
+    for cls in (NoSlots, PostInit, int):
+        with pytest.raises(TypeError):
+            slot_builder(cls)

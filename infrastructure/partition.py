@@ -251,9 +251,11 @@ def fold_share(
             with part.begin():
                 _track(part, target)
             # Secondary indexes built once over the folded rows, sorted, rather than kept
-            # up row by row (the fold reads rows by primary key only).
-            for statement in indexes:
-                driver.execute(statement)
+            # up row by row (the fold reads rows by primary key only); only in the first
+            # file, which the others are merged into and the swap copies from.
+            if share == 0:
+                for statement in indexes:
+                    driver.execute(statement)
     finally:
         engine.dispose()
 

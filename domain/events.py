@@ -11,7 +11,7 @@ Recorded events are immutable pydantic models and versioned with the library's
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self, Union
 from uuid import UUID
@@ -45,6 +45,7 @@ from domain.values import (
     Writer,
     canonical_json,
     digest,
+    in_utc,
 )
 
 
@@ -122,7 +123,7 @@ class TranscriptEntry(Model):
     role: Role
     content: JsonValue
     # Normalised to UTC on the way in, so the hashed entry and the stored row agree.
-    timestamp: Annotated[AwareDatetime, AfterValidator(lambda t: t.astimezone(UTC))]
+    timestamp: Annotated[AwareDatetime, AfterValidator(in_utc)]
 
     @model_validator(mode="after")
     def _bounded(self) -> TranscriptEntry:

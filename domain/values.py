@@ -60,17 +60,29 @@ ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 _MINUTE = timedelta(minutes=1)
 
 
+def in_utc(value: datetime) -> datetime:
+    """The same instant in UTC. Refused (ValueError: a validation error naming the
+    field) when its UTC date falls outside the years 1-9999 a datetime can hold, as
+    "0001-01-01T00:00:00+01:00" does: the fold and the reads convert to UTC."""
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("must be a time whose UTC date is within the years 1 to 9999") from None
+
+
 def _offset_in_whole_minutes(value: datetime) -> datetime:
     # JSON (and so the log) writes a UTC offset to the minute: a finer one, which only
     # the Python API can pass, would be cut and move the stored instant off the one the
     # live projection folded. Such a time is kept in UTC instead; the instant is the same.
     offset = value.utcoffset()
     if offset is not None and offset % _MINUTE:
-        return value.astimezone(UTC)
+        return in_utc(value)
+    if value.year == 1 or value.year == 9999:  # only there can its UTC date leave the range
+        in_utc(value)
     return value
 
 
-# An aware time whose offset the log can write exactly.
+# An aware time whose offset the log can write exactly, and that UTC can hold.
 Instant = Annotated[AwareDatetime, AfterValidator(_offset_in_whole_minutes)]
 
 

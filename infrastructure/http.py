@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import AwareDatetime, Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -44,6 +44,7 @@ from domain.policies import FreshnessPolicy
 from domain.values import (
     MAX_BATCH_EVENTS,
     Identifier,
+    Instant,
     Interaction,
     Model,
     ResetReason,
@@ -78,7 +79,7 @@ class EventsResponse(Model):
 
 
 class ResolveRequest(Model):
-    at: AwareDatetime | None = None
+    at: Instant | None = None
     interaction: Interaction = "user"
     policy: FreshnessPolicy | None = None
     session_id: Identifier | None = None
@@ -88,12 +89,12 @@ class ResetRequest(Model):
     reason: ResetReason = "reset"
     expected_session_id: Identifier | None = None
     session_id: Identifier | None = None
-    at: AwareDatetime | None = None
+    at: Instant | None = None
 
 
 class BindingRequest(Model):
     cli_session_id: Identifier
-    at: AwareDatetime | None = None
+    at: Instant | None = None
 
 
 class DeleteResponse(Model):
@@ -775,7 +776,7 @@ def create_app(ledger: Ledger, settings: ServerSettings | None = None) -> Ledger
     def audit(
         session_key: str,
         run_id: Annotated[Identifier | None, Query(alias="runId")] = None,
-        as_of: Annotated[AwareDatetime | None, Query(alias="asOf")] = None,
+        as_of: Annotated[Instant | None, Query(alias="asOf")] = None,
         position: Annotated[int | None, Query(ge=0)] = None,
         output: Annotated[Literal["json", "markdown"], Query(alias="format")] = "json",
     ) -> Any:

@@ -41,7 +41,7 @@ from domain.events import (
     LedgerEvent,
 )
 from domain.policies import FreshnessPolicy
-from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, Status, Writer
+from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, Status, Writer, in_utc
 from infrastructure.application import LedgerApplication
 from infrastructure.batch import RecordResult, record_batch, record_batches
 from infrastructure.collector import collector_at_ease
@@ -176,7 +176,7 @@ class Ledger:
     ) -> ResolveResult:
         """Called on every inbound message: open the key if new, rotate it if expired."""
         key = checked_session_key(session_key)
-        now = at or self.clock()
+        now = self._moment(at)
         freshness = policy or self.policy
 
         def decide(uow: UnitOfWork) -> tuple[bool, Resolution]:
@@ -219,7 +219,7 @@ class Ledger:
     ) -> ResetResult:
         """Hard reset (or any rotation): compare-and-swap on `expected_session_id`."""
         key = checked_session_key(session_key)
-        now = at or self.clock()
+        now = self._moment(at)
 
         def decide(uow: UnitOfWork) -> tuple[str, str]:
             check_new_session_id(uow, session_id)
@@ -249,7 +249,7 @@ class Ledger:
     ) -> str:
         """Tombstone the key; returns the sessionId that was current. CAS like reset."""
         key = checked_session_key(session_key)
-        now = at or self.clock()
+        now = self._moment(at)
 
         def decide(uow: UnitOfWork) -> str:
             conversation = uow.existing(key)
@@ -318,7 +318,7 @@ class Ledger:
         """Close runs running longer than `stale_after` as `interrupted` (writer `system`)."""
         from infrastructure import maintenance
 
-        return maintenance.recover(self, stale_after, at=at)
+        return maintenance.recover(self, stale_after, at=self._moment(at))
 
     def prune(
         self,
@@ -334,7 +334,7 @@ class Ledger:
         from infrastructure import maintenance
 
         directory = Path(export_dir) if export_dir is not None else None
-        return maintenance.prune(self, older_than, export_dir=directory, at=at)
+        return maintenance.prune(self, older_than, export_dir=directory, at=self._moment(at))
 
     def check_bindings(self, directory: str, *, fix: bool = False) -> BindingsReport:
         """Probe `<directory>/<cliSessionId>.jsonl` for every current binding; `fix`
@@ -439,8 +439,8 @@ class Ledger:
         the replay there, reconstructing the rows as they were then."""
         if as_of is not None and position is not None:
             raise InvalidEvent("asOf", "give asOf or position, not both")
-        if as_of is not None and as_of.tzinfo is None:
-            raise InvalidEvent("asOf", "must carry a timezone")
+        if as_of is not None:
+            self._moment(as_of, "asOf")
         if position is not None and position < 0:
             raise InvalidEvent("position", "must be 0 or more")
         with collector_at_ease():  # a quarter of an audit's CPU was the collector's
@@ -532,6 +532,20 @@ class Ledger:
         if self.projector.rows is not None:
             self.projector.rows.clear()
 
+    def _moment(self, at: datetime | None, field: str = "at") -> datetime:
+        """`at`, or the clock's now when it is None: a time with a timezone whose UTC date
+        a datetime can hold (the fold and the reads convert to UTC), or InvalidEvent
+        naming `field` (SPEC §8) before anything is decided."""
+        if at is None:
+            return self.clock()
+        if at.utcoffset() is None:
+            raise InvalidEvent(field, "must carry a timezone")
+        try:
+            in_utc(at)
+        except ValueError as e:
+            raise InvalidEvent(field, str(e)) from None
+        return at
+
     def _generation_fact(
         self,
         session_key: str,
@@ -539,7 +553,7 @@ class Ledger:
         at: datetime | None,
     ) -> RecordResult:
         key = checked_session_key(session_key)
-        now = at or self.clock()
+        now = self._moment(at)
 
         def decide(uow: UnitOfWork) -> list[RecordResult]:
             conversation = uow.existing(key)

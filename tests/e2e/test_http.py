@@ -645,6 +645,12 @@ def test_bad_input_is_422_naming_the_field(admin: httpx.Client) -> None:
         ({**end(key, sid, "r"), "outcome": "meh"}, "events[0].outcome"),
         ({**good[0], "occurredAt": "yesterday"}, "events[0].occurredAt"),
         ({**good[0], "occurredAt": "2026-11-21T10:00:00"}, "events[0].occurredAt"),  # naive
+        # No UTC date a datetime can hold (0000-12-31, 10000-01-01): refused, not a 500.
+        ({**good[0], "occurredAt": "0001-01-01T00:00:00+01:00"}, "events[0].occurredAt"),
+        (
+            {**good[0], "entry": {**good[0]["entry"], "timestamp": "9999-12-31T23:30:00-01:00"}},
+            "events[0].entry.timestamp",
+        ),
         ({**good[0], "sessionKey": "x" * 513}, "events[0].sessionKey"),
         ({**good[0], "sessionKey": "bad\nkey"}, "events[0].sessionKey"),
         ({**good[0], "writer": "intruder"}, "events[0].writer"),
@@ -664,6 +670,7 @@ def test_bad_input_is_422_naming_the_field(admin: httpx.Client) -> None:
     resolve_cases: list[tuple[dict[str, Any], str]] = [
         ({"interaction": "telepathy"}, "interaction"),
         ({"at": "2026-11-21T10:00:00"}, "at"),
+        ({"at": "0001-01-01T00:00:00+01:00"}, "at"),
         ({"policy": {"mode": "weekly"}}, "policy.mode"),
         ({"policy": {"mode": "daily", "timezone": "Mars/Olympus"}}, "policy.timezone"),
     ]
@@ -676,6 +683,13 @@ def test_bad_input_is_422_naming_the_field(admin: httpx.Client) -> None:
     assert field_names(body) == ["sessionId"]  # sessionIds are never reused
     body = error(admin.post(path("k" * 513, "/resolve"), json={}), 422)
     assert field_names(body) == ["sessionKey"]
+    late = {"at": "9999-12-31T23:30:00-01:00"}
+    body = error(admin.post(path(key, "/reset"), json=late), 422)
+    assert field_names(body) == ["at"]
+    body = error(admin.put(path(key, "/bindings/claude"), json={**late, "cliSessionId": "x"}), 422)
+    assert field_names(body) == ["at"]
+    body = error(admin.get(path(key, "/audit"), params={"asOf": "0001-01-01T00:00:00+01:00"}), 422)
+    assert field_names(body) == ["asOf"]
     assert log_head(admin) == head, "bad input recorded something"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
@@ -61,6 +61,9 @@ def opened(ledger: Ledger) -> tuple[Ledger, str]:
         ({"sessionKey": "agent:main:\x07bell"}, "events[1].sessionKey"),
         ({"occurredAt": "2026-11-21T09:00:01"}, "events[1].occurredAt"),
         ({"occurredAt": "yesterday"}, "events[1].occurredAt"),
+        # No UTC date a datetime can hold: the fold and the reads would overflow.
+        ({"occurredAt": "9999-12-31T23:59:00-01:00"}, "events[1].occurredAt"),
+        ({"occurredAt": "0001-01-01T00:00:00+00:30"}, "events[1].occurredAt"),
         ({"surprise": 1}, "events[1].surprise"),
     ],
 )
@@ -84,6 +87,18 @@ def test_wrong_enum_inside_an_entry_is_named_with_its_path(opened: tuple[Ledger,
     with pytest.raises(InvalidEvent) as raised:
         ledger.record([appended(sid, {"id": "m1", "role": "wizard"})])
     assert raised.value.field == "events[0].entry.role"
+
+
+@pytest.mark.parametrize("timestamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:30:00-01:00"])
+def test_an_entry_time_with_no_utc_date_is_named(
+    opened: tuple[Ledger, str], timestamp: str
+) -> None:
+    ledger, sid = opened
+    with pytest.raises(InvalidEvent) as raised:
+        ledger.record([appended(sid, {"id": "m1", "timestamp": timestamp})])
+    assert raised.value.field == "events[0].entry.timestamp"
+    assert "UTC" in raised.value.message
+    assert ledger.session(KEY).entry_count == 0
 
 
 def test_oversized_entry_is_refused(opened: tuple[Ledger, str]) -> None:
@@ -154,3 +169,33 @@ def test_bad_keys_and_ids_in_commands_are_named(ledger: Ledger) -> None:
         ledger.resolve(KEY, session_id="bad\nid")
     assert raised.value.field == "sessionId"
     assert ledger.log() == []
+
+
+EARLY = datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=1)))  # 0000-12-31 in UTC
+SUB_MINUTE = datetime(1, 1, 1, tzinfo=timezone(timedelta(seconds=30)))  # kept in UTC
+
+
+@pytest.mark.parametrize("at", [EARLY, SUB_MINUTE, datetime(2026, 11, 21, 9, 0)])
+def test_a_command_time_with_no_utc_date_or_no_timezone_is_named(
+    opened: tuple[Ledger, str], at: datetime
+) -> None:
+    ledger, sid = opened
+    before = ledger.log()
+    commands = [
+        lambda: ledger.resolve(KEY, at=at),
+        lambda: ledger.reset(KEY, at=at),
+        lambda: ledger.delete(KEY, at=at),
+        lambda: ledger.set_binding(KEY, "claude", "cli-1", at=at),
+        lambda: ledger.drop_binding(KEY, "claude", at=at),
+        lambda: ledger.recover(timedelta(minutes=5), at=at),
+        lambda: ledger.prune(timedelta(days=1), at=at),
+    ]
+    for command in commands:
+        with pytest.raises(InvalidEvent) as raised:
+            command()
+        assert raised.value.field == "at"
+    with pytest.raises(InvalidEvent) as raised:
+        ledger.audit(KEY, as_of=at)
+    assert raised.value.field == "asOf"
+    assert ledger.log() == before
+    assert ledger.session(KEY).session_id == sid

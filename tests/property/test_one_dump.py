@@ -74,7 +74,9 @@ zones = (
         timezone, st.timedeltas(min_value=timedelta(hours=-23), max_value=timedelta(hours=23))
     )
 )
-moments = st.datetimes(timezones=zones)
+# Within a day of datetime's ends a time with an offset may have no UTC date: such
+# facts are refused (tests/integration/test_bad_input.py), so none are made here.
+moments = st.datetimes(datetime(1, 1, 2), datetime(9999, 12, 30), timezones=zones)
 integers = st.integers() | st.integers(min_value=2**63 - 2, max_value=2**64 + 2)
 big = st.integers(min_value=0) | st.integers(min_value=2**64 - 2, max_value=2**70)
 json_values = st.recursive(

@@ -205,7 +205,8 @@ def _remove_stale(path: str) -> str:
     """The prefix of this store's rebuild directories, with those a rebuild left behind
     removed (its process was killed before its `finally`). Named after the store, so a
     rebuild never touches another store's beside it; one that is still running for
-    this store loses its files to this rebuild and fails (its swap finds no tables)."""
+    this store loses its files to this rebuild and fails (StoreUnavailable), nothing
+    swapped."""
     prefix = f".{os.path.basename(path)}.rebuild-"
     for stale in Path(os.path.dirname(path)).glob(f"{glob.escape(prefix)}*"):
         shutil.rmtree(stale, ignore_errors=True)

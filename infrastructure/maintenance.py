@@ -324,10 +324,7 @@ def _clear_live(session: Executor) -> None:
 def _go_live(ledger: Ledger, session: Executor, position: int) -> None:
     """The live tables, just filled, stand at `position`; every process's cached rows
     are void."""
-    session.execute(TABLES.tracking.delete())
-    session.execute(
-        TABLES.tracking.insert().values(application_name=PROJECTION_NAME, notification_id=position)
-    )
+    ledger.projector.set_position(session, position)
     ledger.projector.new_epoch(session)
 
 

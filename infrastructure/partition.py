@@ -40,9 +40,7 @@ from sqlalchemy import (
     Connection,
     Engine,
     create_engine,
-    delete,
     event,
-    insert,
     make_url,
 )
 
@@ -51,7 +49,7 @@ from domain.events import LedgerEvent
 from infrastructure import jsoncodec
 from infrastructure.collector import collector_at_ease
 from projections.projector import Projector
-from projections.tables import PROJECTION_NAME, TABLES
+from projections.tables import TABLES
 
 if TYPE_CHECKING:
     from infrastructure.ledger import Ledger
@@ -141,9 +139,10 @@ class Parts:
     def catch_up(self, target: int, on_progress: Progress | None) -> None:
         """Fold each share's events after `position` up to `target` into its file (in this
         process: what arrived during the workers' fold is a small part of the log)."""
-        report = on_progress if on_progress is not None else _ignore
         for share, file in enumerate(self.files):
-            fold_share(self.ledger, file, share, len(self.files), self.position, target, report)
+            fold_share(
+                self.ledger, file, share, len(self.files), self.position, target, on_progress
+            )
         self.position = target
 
     @property
@@ -161,10 +160,6 @@ class Parts:
             f'INSERT INTO main."{table.name}" SELECT * FROM "parts"."{table.name}"'
             for table in TABLES.projected
         ]
-
-
-def _ignore(_count: int) -> None:
-    pass
 
 
 @contextmanager
@@ -220,7 +215,7 @@ def fold_share(
     workers: int,
     after: int,
     target: int,
-    on_progress: Progress,
+    on_progress: Progress | None,
 ) -> None:
     """Fold the events of share `share` of `workers` after `after` up to `target` into
     `file` (made with the store's DDL if new)."""
@@ -250,7 +245,9 @@ def fold_share(
 
             fold_pages(read, write, after, PAGE, on_progress)
             with part.begin():
-                _track(part, target)
+                # Its share is folded up to `target` (the share's own last event may be
+                # earlier), so a later catch-up of the file starts there.
+                projector.set_position(part, target)
             # Secondary indexes built once over the folded rows, sorted, rather than kept
             # up row by row (the fold reads rows by primary key only); only in the first
             # file, which the others are merged into and the swap copies from.
@@ -300,16 +297,6 @@ def _schema(connection: Connection) -> tuple[list[str], list[str]]:
     for kind, sql in rows:
         (indexes if kind == "index" else tables).append(sql)
     return tables, indexes
-
-
-def _track(part: Connection, position: int) -> None:
-    """The file's tracking position: its share is folded up to `position` (the share's
-    own last event may be earlier), so a later catch-up of the file starts there."""
-    tracking = TABLES.tracking
-    part.execute(delete(tracking).where(tracking.c.application_name == PROJECTION_NAME))
-    part.execute(
-        insert(tracking).values(application_name=PROJECTION_NAME, notification_id=position)
-    )
 
 
 def _part_engine(file: Path) -> Engine:

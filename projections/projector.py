@@ -221,6 +221,15 @@ class Projector:
     def log_head(self, executor: Executor) -> int:
         return self.positions(executor)[1]
 
+    def set_position(self, executor: Executor, position: int) -> None:
+        """The tracking position set outright, whatever it was: the read models were
+        replaced wholesale (a rebuild's swap, a rebuild worker's file)."""
+        connection = core(executor)
+        tracking = self.tables.tracking
+        connection.execute(delete(tracking).where(tracking.c.application_name == PROJECTION_NAME))
+        values = {"application_name": PROJECTION_NAME, "notification_id": position}
+        connection.execute(insert(tracking).values(values))
+
     def _track(self, executor: Executor, previous: int, position: int) -> None:
         connection = core(executor)
         values = {"previous": previous, "position": position}

@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from uuid import UUID
 
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection
 
@@ -41,7 +41,7 @@ from domain.events import (
     LedgerEvent,
 )
 from domain.policies import FreshnessPolicy
-from domain.values import MAX_BATCH_EVENTS, Interaction, ResetReason, Status, Writer, in_utc
+from domain.values import MAX_BATCH_EVENTS, Instant, Interaction, ResetReason, Status, Writer
 from infrastructure.application import LedgerApplication
 from infrastructure.batch import RecordResult, record_batch, record_batches
 from infrastructure.collector import collector_at_ease
@@ -65,6 +65,8 @@ from projections.tables import TABLES
 
 T = TypeVar("T")
 R = TypeVar("R")
+# A command's `at`, checked as a fact's time is (Ledger._moment).
+_INSTANT: TypeAdapter[datetime] = TypeAdapter(Instant)
 MAX_MINUTES = 60 * 24 * 366  # bounds for minute-valued query parameters
 
 
@@ -533,18 +535,15 @@ class Ledger:
             self.projector.rows.clear()
 
     def _moment(self, at: datetime | None, field: str = "at") -> datetime:
-        """`at`, or the clock's now when it is None: a time with a timezone whose UTC date
-        a datetime can hold (the fold and the reads convert to UTC), or InvalidEvent
-        naming `field` (SPEC §8) before anything is decided."""
+        """`at`, or the clock's now when it is None: an `Instant` as a fact's time must be
+        (a timezone, and a UTC date a datetime can hold: the fold and the reads convert
+        to UTC), or InvalidEvent naming `field` (SPEC §8) before anything is decided."""
         if at is None:
             return self.clock()
-        if at.utcoffset() is None:
-            raise InvalidEvent(field, "must carry a timezone")
         try:
-            in_utc(at)
-        except ValueError as e:
-            raise InvalidEvent(field, str(e)) from None
-        return at
+            return _INSTANT.validate_python(at)
+        except ValidationError as e:
+            raise InvalidEvent(field, e.errors(include_url=False)[0]["msg"]) from None
 
     def _generation_fact(
         self,

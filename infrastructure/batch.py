@@ -9,7 +9,7 @@ from typing import cast
 
 from domain.conversation import Decision, Outcome
 from domain.events import Fact, RunStartedFact
-from infrastructure.collector import AT_EASE_FROM, collector_at_ease
+from infrastructure.collector import at_ease_for
 from infrastructure.unit_of_work import UnitOfWork
 from projections.rows import CAMEL, ReceiptRow, slot_builder
 
@@ -40,10 +40,7 @@ def record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
 def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[list[RecordResult]]:
     """Record several callers' batches in one unit of work (group commit): see
     `_record_batches`; large groups run with the cyclic collector at ease."""
-    if sum(map(len, batches)) >= AT_EASE_FROM:
-        with collector_at_ease():
-            return _record_batches(uow, batches)
-    return _record_batches(uow, batches)
+    return at_ease_for(sum(map(len, batches)), lambda: _record_batches(uow, batches))
 
 
 def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[list[RecordResult]]:

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import gc
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
 
 YOUNG_THRESHOLD = 50_000
 # Facts in one batch from which the cyclic collector is put at ease while they are
@@ -55,3 +58,12 @@ def collector_at_ease() -> Iterator[None]:
                 gc.set_threshold(*threshold)
                 if freeze:
                     gc.unfreeze()
+
+
+def at_ease_for(facts: int, work: Callable[[], T]) -> T:
+    """`work()` for a batch of `facts` facts: with the collector at ease from
+    AT_EASE_FROM facts on, as it is (no context manager at all) below."""
+    if facts >= AT_EASE_FROM:
+        with collector_at_ease():
+            return work()
+    return work()

@@ -93,7 +93,7 @@ def fold(
     if generation is None:
         raise LookupError(f"event at {position} names unknown generation {session_id!r}")
     current = session is not None and session.session_id == session_id
-    effect = _APPLIED_TO_CURRENT if current else _effect(current, generation, recorded)
+    effect = _APPLIED_TO_CURRENT if current else _archived(generation, recorded)
     # The generation row's changes, gathered and applied once: dataclasses.replace on a
     # 33-field frozen row cost more than the rest of the fold when chained per event.
     touched: dict[str, Any] = {
@@ -341,9 +341,8 @@ def _opened(
     )
 
 
-def _effect(current: bool, generation: GenerationRow, recorded: datetime) -> Effect:
-    if current:
-        return _APPLIED_TO_CURRENT
+def _archived(generation: GenerationRow, recorded: datetime) -> Effect:
+    """The effect of an event on a generation that is no longer current."""
     what = "the deletion" if generation.state == "deleted" else "the reset"
     delay = ""
     if generation.archived_at is not None:

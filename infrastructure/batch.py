@@ -3,7 +3,7 @@ their receipts, accepted facts recorded and folded in the caller's unit of work.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
@@ -55,9 +55,11 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     """
     results: list[list[RecordResult | None]] = [[None] * len(facts) for facts in batches]
     receipts = uow.projector.receipts(uow.connection, {f.event_id for b in batches for f in b})
+    logged = _logged_fingerprints(uow, receipts.values())
     started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this group
     accepted: list[tuple[int, int, Decision]] = []  # (batch, index, decision)
     recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it
+    recorded_facts: dict[str, Fact] = {}  # eventId -> the fact recorded for it
     retried: list[tuple[int, int]] = []  # (batch, index) of eventIds an earlier batch recorded
     repeated = False  # an eventId repeated within a batch (answered after the commit)
     started = [f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
@@ -74,7 +76,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
             event_id = fact.event_id
             receipt = receipts.get(event_id)
             if receipt is not None:
-                answers[index] = _from_receipt(fact, receipt)
+                answers[index] = _from_receipt(fact, receipt, logged[receipt.position])
                 continue
             if recorded_here.get(event_id, number) != number:
                 retried.append((number, index))  # answered below, from its receipt
@@ -105,6 +107,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                 # Answered after the commit, from the fold (position, rows).
                 accepted.append((number, index, decision))
                 recorded_here[event_id] = number
+                recorded_facts[event_id] = fact
                 if started_run is not None:
                     started_here[started_run] = key
                 continue
@@ -144,7 +147,8 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
         )
     for number, index in retried:
         fact = batches[number][index]
-        results[number][index] = _from_receipt(fact, written[fact.event_id])
+        original = recorded_facts[fact.event_id]
+        results[number][index] = _from_receipt(fact, written[fact.event_id], original.fingerprint())
     if not repeated:
         return cast(list[list[RecordResult]], results)
     for facts, answers, seen in zip(batches, results, first_seen, strict=True):
@@ -173,9 +177,32 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
 _result = slot_builder(RecordResult)
 
 
-def _from_receipt(fact: Fact, receipt: ReceiptRow) -> RecordResult:
-    """A retried eventId: the original answer if it is the same fact, else a rejection."""
-    if receipt.fingerprint != fact.fingerprint():
+def _logged_fingerprints(uow: UnitOfWork, receipts: Iterable[ReceiptRow]) -> dict[int, str]:
+    """The fingerprints of the logged events these receipts answer for, by position.
+
+    A retry is the same event when its fingerprint equals the logged event's: derived
+    from the log on the rare retry rather than stored in every receipt, where it cost a
+    dump and a SHA-256 per event folded (a rebuild's and every write's) and a quarter of
+    the receipts' bytes. Positions come in runs (a batch's events are logged together):
+    one read per run."""
+    fingerprints: dict[int, str] = {}
+    positions = sorted(r.position for r in receipts)
+    start = 0
+    while start < len(positions):
+        end = start
+        while end + 1 < len(positions) and positions[end + 1] == positions[end] + 1:
+            end += 1
+        first = positions[start]
+        for position, event in uow.read_log(first - 1, end - start + 1):
+            fingerprints[position] = event.fingerprint()
+        start = end + 1
+    return fingerprints
+
+
+def _from_receipt(fact: Fact, receipt: ReceiptRow, logged: str) -> RecordResult:
+    """A retried eventId: the original answer if it is the same fact (`logged`: the
+    fingerprint of the event recorded for it), else a rejection."""
+    if logged != fact.fingerprint():
         return _rejected(fact, None, "eventId: already used for a different event")
     return RecordResult(
         fact.event_id,

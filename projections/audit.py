@@ -201,7 +201,7 @@ def audit(
     log: Iterable[tuple[int, LedgerEvent]], *, skew_threshold: timedelta = SKEW_THRESHOLD
 ) -> tuple[list[AuditEntry], RowSet, list[Anomaly]]:
     """Replay one key's events (in log order): what each did, the rows, the anomalies."""
-    rows = RowSet(receipts=False)  # an audit shows no receipts: spare their fingerprints
+    rows = RowSet(receipts=False)  # an audit shows no receipts
     views = _Views(rows)
     entries: list[AuditEntry] = []
     anomalies: list[Anomaly] = []

@@ -81,8 +81,7 @@ def fold(
     state: ReadState, event: LedgerEvent, position: int, *, receipts: bool = True
 ) -> Transition:
     """What `event` at `position` does to the rows in `state`. With receipts=False the
-    transition carries no receipt row (the audit shows none, and its fingerprint is a
-    fifth of the fold); every row is the same."""
+    transition carries no receipt row (the audit shows none); every row is the same."""
     recorded = event.timestamp.astimezone(UTC)
     session_key = event.session_key
     session = state.session(session_key)
@@ -410,7 +409,6 @@ def _receipt(
         current_session_id=current_session_id,
         outcome=outcome,
         position=position,
-        fingerprint=event.fingerprint(),
         recorded_at=recorded,
     )
 

@@ -131,7 +131,9 @@ class EntryRow:
 
 @dataclass(frozen=True, slots=True)
 class ReceiptRow:
-    """What recording an eventId did, so a retry can answer the same."""
+    """What recording an eventId did, so a retry can answer the same. Whether a retry is
+    the same event is decided against the logged event at `position`, not a copy of its
+    fingerprint kept here (infrastructure/batch.py)."""
 
     __pydantic_config__ = CAMEL
 
@@ -141,7 +143,6 @@ class ReceiptRow:
     current_session_id: str | None
     outcome: str
     position: int
-    fingerprint: str
     recorded_at: datetime  # the event's recordedAt: dates fenced late events for reports
 
 

@@ -283,7 +283,6 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("current_session_id", ID),
         Column("outcome", SHORT, nullable=False),
         Column("position", BigInteger, nullable=False),
-        Column("fingerprint", String(64), nullable=False),
         Column("recorded_at", UTCDateTime, nullable=False),
         Index(f"ix_ledger_receipts{suffix}_outcome_recorded_at", "outcome", "recorded_at"),
     )

@@ -89,6 +89,56 @@ def test_upgrade_from_the_previous_revision(engine: Engine, database_url: str) -
         assert ledger.session(KEY).status == "new"
 
 
+def test_receipts_lose_their_fingerprint_and_retries_still_answer_the_same(
+    engine: Engine, database_url: str
+) -> None:
+    """0007 drops the stored fingerprint with rows in place: a retry is then told apart
+    from a reused eventId by the logged event, before and after a round trip through
+    the downgrade."""
+    with Ledger.open(database_url) as ledger:
+        exercise(ledger)
+    answers = receipts(engine)
+    assert {"e0", "t1", "e1"} <= answers.keys()
+    for revision in ("0006", "head"):
+        upgrade(engine, revision) if revision == "head" else _downgrade(engine, revision)
+        for table in ("ledger_receipts", "ledger_receipts_shadow"):
+            columns = {c["name"] for c in inspect(engine).get_columns(table)}
+            assert ("fingerprint" in columns) == (revision == "0006")
+        assert receipts(engine) == answers
+    with Ledger.open(database_url, upgrade="never") as ledger:
+        s1 = answers["e0"][1]
+        base = {"sessionKey": KEY, "sessionId": s1, "occurredAt": T0.isoformat()}
+        same, other = ledger.record(
+            [
+                {**base, "writer": "runner", "type": "run.started", "eventId": "e0"}
+                | {"runId": "r1", "trigger": "user"},
+                {**base, "writer": "cron", "type": "run.started", "eventId": "e1"}
+                | {"runId": "r1", "trigger": "user"},
+            ]
+        )
+        assert (same.outcome, same.position) == ("applied", answers["e0"][2])
+        assert other.outcome == "rejected"
+        assert other.reason == "eventId: already used for a different event"
+
+
+def receipts(engine: Engine) -> dict[str, tuple[Any, ...]]:
+    """eventId -> (outcome, sessionId, position) of every receipt."""
+    query = text("SELECT event_id, outcome, session_id, position FROM ledger_receipts")
+    with engine.connect() as connection:
+        return {r[0]: tuple(r[1:]) for r in connection.execute(query)}
+
+
+def _downgrade(engine: Engine, revision: str) -> None:
+    from alembic import command
+
+    from infrastructure.schema import alembic_config
+
+    with engine.begin() as connection:
+        config = alembic_config()
+        config.attributes["connection"] = connection
+        command.downgrade(config, revision)
+
+
 @pytest.mark.parametrize("start", [None, FIRST])
 def test_cli_db_upgrade_on_a_new_or_old_database(
     engine: Engine, database_url: str, start: str | None

@@ -663,6 +663,32 @@ class LedgerMachine(RuleBasedStateMachine):
             (result,) = self.submit([fact])
             assert result.position == sent.result.position
 
+    @precondition(lambda self: bool(self.sent))
+    @rule(data=st.data())
+    def retry_several(self, data: st.DataObject) -> None:
+        """§4.4 for a batch of retries, some changed: each is told apart from a reused
+        eventId by the event logged at its own position (runs of positions and gaps)."""
+        sent = data.draw(
+            st.lists(st.sampled_from(list(self.sent.values())), min_size=2, max_size=8)
+        )
+        changed = data.draw(st.lists(st.booleans(), min_size=len(sent), max_size=len(sent)))
+        facts = [dict(s.fact) for s in sent]
+        for fact, change in zip(facts, changed, strict=True):
+            if change:
+                fact["writer"] = "admin" if fact["writer"] != "admin" else "system"
+        results = self.ledger.record(facts)
+        # Every eventId here was recorded before, so each occurrence (a repeat within
+        # the batch too) is judged against the logged event on its own.
+        for one, fact, result in zip(sent, facts, results, strict=True):
+            if fact != one.fact:
+                assert result.outcome == "rejected", (fact, result)
+            else:
+                assert (result.outcome, result.position) == (
+                    one.result.outcome,
+                    one.result.position,
+                ), (fact, result)
+        self.expect_logged(0)
+
     @precondition(lambda self: bool(self.keys))
     @rule(data=st.data())
     def fresh_duplicate_in_one_batch(self, data: st.DataObject) -> None:

@@ -73,22 +73,27 @@ class Database:
             raise
         self._end(connection, commit=True)
 
-    def _begin(self) -> Connection:
-        """The writer lock, a connection and its transaction (SQLite `BEGIN IMMEDIATE`;
-        PostgreSQL `LOCK TABLE`). No ORM session: its
+    def _begin(self, connection: Connection | None = None) -> Connection:
+        """The writer lock, a connection (a new one, or the caller's) and its transaction
+        (SQLite `BEGIN IMMEDIATE`; PostgreSQL `LOCK TABLE`). No ORM session: its
         begin/commit bookkeeping cost more than the rest of a single-event command's
         Python (`session` makes one for whatever library code wants one)."""
         lock = self._process_write_lock
         if lock is not None and not lock.acquire(timeout=self.busy_timeout):
             raise StoreUnavailable("timed out waiting for this process's other writers")
         try:
-            connection = self.engine.connect()
+            own = connection is None
+            if connection is None:
+                connection = self.engine.connect()
             try:
                 _begin_immediately(connection)
                 for sql in self._lock_sql:
                     connection.exec_driver_sql(sql)
             except BaseException:
-                connection.close()
+                if own:
+                    connection.close()  # rolls back whatever began
+                elif connection.in_transaction():
+                    connection.rollback()
                 raise
         except BaseException:
             if lock is not None:
@@ -97,9 +102,9 @@ class Database:
         self._local.connection = connection
         return connection
 
-    def _end(self, connection: Connection, *, commit: bool) -> None:
-        """Commit (or not), then give back the connection, rolling back whatever was not
-        committed, and the writer lock."""
+    def _end(self, connection: Connection, *, commit: bool, close: bool = True) -> None:
+        """Commit (or roll back), then give back the connection (unless the caller keeps
+        it: `close=False`) and the writer lock."""
         local = self._local
         local.connection = None
         session = local.__dict__.pop("session", None)
@@ -108,9 +113,12 @@ class Database:
                 session.close()  # joined our transaction: closing it leaves it to us
             if commit:
                 connection.commit()
+            elif not close:
+                connection.rollback()  # closing would have rolled it back
         finally:
             try:
-                connection.close()
+                if close:
+                    connection.close()
             finally:
                 if self._process_write_lock is not None:
                     self._process_write_lock.release()
@@ -211,20 +219,16 @@ class Database:
                 connection.close()
 
     def _write_on(self, connection: Connection, work: Callable[[Connection], T]) -> T:
-        """`work` in a write transaction on `connection`, holding the writer locks."""
-        lock = self._process_write_lock
-        if lock is not None and not lock.acquire(timeout=self.busy_timeout):
-            raise StoreUnavailable("timed out waiting for this process's other writers")
+        """`work` in a write transaction on `connection` (kept open: the caller detaches
+        files from it first), holding the writer locks."""
+        self._begin(connection)
         try:
-            with _begin_immediately(connection):
-                self._local.connection = connection
-                try:
-                    return work(connection)
-                finally:
-                    self._local.connection = None
-        finally:
-            if lock is not None:
-                lock.release()
+            result = work(connection)
+        except BaseException:
+            self._end(connection, commit=False, close=False)
+            raise
+        self._end(connection, commit=True, close=False)
+        return result
 
     @contextmanager
     def reading(self) -> Iterator[Connection]:

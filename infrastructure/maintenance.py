@@ -292,10 +292,7 @@ def _rebuild(
         # Two keys' rows collided: fold serially, its events not reported twice.
         on_progress = _skipping(counted, on_progress)
     shadow.fold(on_progress)
-    for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
-        if shadow.behind() <= CATCH_UP_UNDER_LOCK:
-            break
-        shadow.fold(on_progress)
+    _catch_up_before_swap(shadow.behind, lambda: shadow.fold(on_progress))
 
     sqlite = ledger.database.dialect == "sqlite"
 
@@ -336,11 +333,10 @@ def _rebuild_partitioned(ledger: Ledger, workers: int, on_progress: Progress) ->
     with translate_faults(), partition.folded(ledger, workers, on_progress) as parts:
         if not parts.merge():
             return None
-        for _pass in range(3):  # what arrived during the fold, while it is more than a few pages
-            head = _log_size(ledger)
-            if head - parts.position <= CATCH_UP_UNDER_LOCK:
-                break
-            parts.catch_up(head, on_progress)
+        _catch_up_before_swap(
+            lambda: _log_size(ledger) - parts.position,
+            lambda: parts.catch_up(_log_size(ledger), on_progress),
+        )
 
         def swap(session: Connection) -> int:
             _clear_live(session)
@@ -353,6 +349,15 @@ def _rebuild_partitioned(ledger: Ledger, workers: int, on_progress: Progress) ->
             return Projector(TABLES).catch_up(session, ledger._read_log(session), on_progress)
 
         return ledger.database.write_attached(swap, parts.attachments)
+
+
+def _catch_up_before_swap(behind: Callable[[], int], fold: Callable[[], object]) -> None:
+    """Fold what arrived during a rebuild's fold while it is more than a few pages (at
+    most three passes): the swap folds the rest, under the writer lock."""
+    for _pass in range(3):
+        if behind() <= CATCH_UP_UNDER_LOCK:
+            return
+        fold()
 
 
 def _log_size(ledger: Ledger) -> int:

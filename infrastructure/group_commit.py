@@ -5,8 +5,11 @@ waits for the writer and then pays a whole transaction of its own: BEGIN, the ca
 checks, COMMIT with its fsync. A `CommitQueue` lets the caller that gets the writer
 decide every batch queued behind it in one transaction instead:
 
-- a caller that finds the writer free commits at once (no timer, no waiting to fill a
-  group); batches arriving meanwhile queue up and the next leader takes them together;
+- a caller that finds the writer free starts at once (no timer, no waiting to fill a
+  group); batches arriving meanwhile queue up, and the transaction takes them in before
+  it commits (`join`), so they share its commit instead of waiting for a commit of
+  their own: under a steady load of single events the lone first caller's commit had
+  carried one event and the next group the rest, two fsyncs where one does;
 - a group holds at most `limit` items (e.g. events), so no transaction grows past what
   one caller could already ask for; one oversized batch still runs, alone;
 - every caller is answered only after its group's transaction returned, i.e. after the
@@ -58,16 +61,23 @@ class _Ticket(Generic[B, R]):
         return self.result  # type: ignore[return-value]
 
 
+Join = Callable[[], Sequence[B]]
+
+
 class CommitQueue(Generic[B, R]):
-    """Runs `together(batches)` for the batches queued while the writer was busy.
+    """Runs `together(batches, join)` for the batches queued while the writer was busy.
 
     `together` must answer each batch exactly as `alone` would have if the batches had
     been run one after the other, in the order given, and commit before it returns.
+    Before it commits it calls `join()` until that returns nothing: the batches queued
+    meanwhile (within the group's limit), to decide after the others in the same
+    transaction and answer in the same order. If `together` runs its work again (a
+    transient conflict), it decides everything joined so far again.
     """
 
     def __init__(
         self,
-        together: Callable[[Sequence[B]], Sequence[R]],
+        together: Callable[[Sequence[B], Join[B]], Sequence[R]],
         alone: Callable[[B], R],
         *,
         size: Callable[[B], int],
@@ -85,19 +95,20 @@ class CommitQueue(Generic[B, R]):
 
     def submit(self, batch: B) -> R:
         """Decide `batch`, alone or with others; returns (or raises) its own answer."""
+        ticket: _Ticket[B, R] = _Ticket(batch, self._size(batch))
         with self._mutex:
             # Nobody leads, so nobody is queued either (a queue always has a leader).
             lone = not self._leading
             self._leading = True
             if not lone:
-                ticket: _Ticket[B, R] = _Ticket(batch, self._size(batch))
                 self._queue.append(ticket)
         if lone:
-            # The writer is free: run at once, with no ticket to wait on or answer through.
+            # The writer is free: lead at once, a group of one that others may join.
             try:
-                return self._alone(batch)
+                self._decide([ticket], ticket)
             finally:
                 self._hand_over()
+            return ticket.answer()
         ticket.wait()  # woken with the answer, or to take over the lead
         if not ticket.done:
             self._lead(ticket)
@@ -118,33 +129,42 @@ class CommitQueue(Generic[B, R]):
         if successor is not None:
             successor.wake()
 
-    def _take(self) -> list[_Ticket[B, R]]:
-        """The oldest queued batches, at most `limit` in size (at least one batch)."""
+    def _take(self, total: int = 0) -> list[_Ticket[B, R]]:
+        """The oldest queued batches that fit in `limit` beside `total` already taken
+        (with nothing taken yet, at least one batch, however large)."""
         group: list[_Ticket[B, R]] = []
-        total = 0
         with self._mutex:
             queue = self._queue
-            while queue and (not group or total + queue[0].size <= self._limit):
+            while queue and (not (group or total) or total + queue[0].size <= self._limit):
                 ticket = queue.popleft()
                 total += ticket.size
                 group.append(ticket)
         return group
 
     def _decide(self, group: list[_Ticket[B, R]], leader: _Ticket[B, R]) -> None:
+        total = sum(t.size for t in group)
+
+        def join() -> list[B]:
+            nonlocal total
+            joined = self._take(total)
+            group.extend(joined)  # answered, or run alone, with the rest of the group
+            total += sum(t.size for t in joined)
+            return [t.batch for t in joined]
+
         try:
-            if len(group) == 1:
-                self._run_alone(group[0])
-                return
             try:
-                results = self._together([t.batch for t in group])
+                results = self._together([t.batch for t in group], join)
             except self._shared_faults as error:
                 for ticket in group:
                     ticket.error = error
-            except Exception:
+            except Exception as error:
                 # Something in the group failed it: run each batch on its own, so the
                 # failure reaches only the batch(es) that cause it.
-                for ticket in group:
-                    self._run_alone(ticket)
+                if len(group) == 1:
+                    group[0].error = error  # it failed alone already
+                else:
+                    for ticket in group:
+                        self._run_alone(ticket)
             else:
                 if len(results) != len(group):
                     raise AssertionError(f"{len(results)} answers for {len(group)} batches")

@@ -11,7 +11,7 @@ PostgreSQL alike, and a crash at any point leaves either all of it or none.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
@@ -160,7 +160,7 @@ class Ledger:
 
     def _commit_queue(self) -> CommitQueue[list[Fact], list[RecordResult]]:
         return CommitQueue(
-            lambda batches: self._transact(lambda uow: record_batches(uow, batches)),
+            self._record_joined,
             lambda facts: self._transact(lambda uow: record_batch(uow, facts)),
             size=len,
             limit=MAX_BATCH_EVENTS,
@@ -513,6 +513,29 @@ class Ledger:
             result = decide(uow)
             uow.commit()
             return result
+
+        return self.database.write(work, on_failure=lambda: self._forget(touched))
+
+    def _record_joined(
+        self, batches: Sequence[list[Fact]], join: Callable[[], Sequence[list[Fact]]]
+    ) -> list[list[RecordResult]]:
+        """Record `batches`, then those that `join` brings while the transaction is
+        open, each group in a unit of work of its own, all in one transaction."""
+        taken = list(batches)
+        touched: set[UUID] = set()
+
+        def work(connection: Connection) -> list[list[RecordResult]]:
+            touched.clear()
+            results: list[list[RecordResult]] = []
+            group: Sequence[list[Fact]] = taken  # a retry decides all joined so far again
+            while group:
+                uow = UnitOfWork(
+                    self.app, self.projector, connection, self._read_log(connection), touched
+                )
+                results.extend(record_batches(uow, group))
+                group = join()
+                taken.extend(group)
+            return results
 
         return self.database.write(work, on_failure=lambda: self._forget(touched))
 

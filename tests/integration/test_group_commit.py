@@ -13,8 +13,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import pytest
+import sqlalchemy.exc
 
 from domain.errors import StoreUnavailable
+from infrastructure import ledger as ledger_module
 from infrastructure.group_commit import CommitQueue
 from infrastructure.ledger import Ledger, RecordResult
 from tests.helpers import assert_replay_equals_live
@@ -75,7 +77,9 @@ class Caller(threading.Thread):
 
 class Work:
     """`together` and `alone` for a CommitQueue of string batches; the first call waits
-    at a gate the test opens, so the callers started meanwhile queue behind it."""
+    at a gate the test opens, so the callers started meanwhile queue behind it. A
+    transaction (`groups` keeps each one's batches) takes in what `join` brings before
+    it ends, as the ledger's does."""
 
     def __init__(self, fails: Callable[[list[str]], BaseException | None] = lambda _: None):
         self.fails = fails
@@ -88,13 +92,19 @@ class Work:
             self.entered.set()
             assert self.gate.wait(WAIT)
 
-    def together(self, batches: Sequence[list[str]]) -> list[str]:
+    def together(
+        self, batches: Sequence[list[str]], join: Callable[[], Sequence[list[str]]]
+    ) -> list[str]:
         self._first()
-        self.groups.append(list(batches))
-        for batch in batches:
-            if (error := self.fails(batch)) is not None:
-                raise error
-        return ["+".join(batch) for batch in batches]
+        decided: list[list[str]] = []
+        self.groups.append(decided)
+        while batches:
+            for batch in batches:
+                decided.append(batch)
+                if (error := self.fails(batch)) is not None:
+                    raise error
+            batches = join()
+        return ["+".join(batch) for batch in decided]
 
     def alone(self, batch: list[str]) -> str:
         self._first()
@@ -116,7 +126,7 @@ class Work:
 
 def hold_the_writer(
     work: Work, queue: CommitQueue[list[str], str], watched: Watched, batches: list[list[str]]
-) -> list[Caller]:
+) -> tuple[Caller, list[Caller]]:
     """A lead caller takes the writer and waits at the gate; the others queue behind it."""
     lead = Caller(queue.submit, ["lead"])
     lead.start()
@@ -126,8 +136,8 @@ def hold_the_writer(
         caller.start()
     watched.wait_for_arrivals(len(callers))  # the lead found the writer free: it never queued
     work.gate.set()
-    assert lead.answer() == "lead"
-    return callers
+    lead.join(WAIT)
+    return lead, callers
 
 
 def test_a_lone_caller_commits_at_once_by_itself() -> None:
@@ -138,24 +148,29 @@ def test_a_lone_caller_commits_at_once_by_itself() -> None:
     assert work.groups == [[["a", "b"]]]
 
 
-def test_callers_queued_behind_the_writer_share_one_transaction_in_arrival_order() -> None:
+def test_callers_queued_behind_the_writer_join_its_transaction_in_arrival_order() -> None:
     work = Work()
     queue, watched = work.queue()
-    callers = hold_the_writer(work, queue, watched, [[f"b{n}"] for n in range(6)])
+    lead, callers = hold_the_writer(work, queue, watched, [[f"b{n}"] for n in range(6)])
+    assert lead.answer() == "lead"
     for caller in callers:
         assert caller.answer() == caller.batch[0]
     arrived = [ticket.batch for ticket in watched.arrivals]
-    assert work.groups == [[["lead"]], arrived]
+    assert work.groups == [[["lead"], *arrived]]  # one transaction, one commit
 
 
 def test_a_group_holds_at_most_the_limit() -> None:
     work = Work()
     queue, watched = work.queue(limit=4)
-    callers = hold_the_writer(work, queue, watched, [["x"] * 3, ["y"] * 2, ["z"] * 2, ["w"] * 5])
+    lead, callers = hold_the_writer(
+        work, queue, watched, [["x"] * 3, ["y"] * 2, ["z"] * 2, ["w"] * 5]
+    )
+    assert lead.answer() == "lead"
     for caller in callers:
         assert caller.answer() == "+".join(caller.batch)
-    groups = work.groups[1:]
-    assert sorted(b[0] for group in groups for b in group) == ["w", "x", "y", "z"]
+    groups = work.groups
+    assert groups[0] == [["lead"], ["x"] * 3]  # "y" would take it past the limit: not joined
+    assert sorted(b[0] for group in groups for b in group) == ["lead", "w", "x", "y", "z"]
     for group in groups:
         assert len(group) == 1 or sum(map(len, group)) <= 4  # 5 "w" can only run alone
 
@@ -163,7 +178,8 @@ def test_a_group_holds_at_most_the_limit() -> None:
 def test_one_failing_batch_fails_only_its_own_caller() -> None:
     work = Work(lambda batch: ValueError("bad batch") if batch == ["bad"] else None)
     queue, watched = work.queue()
-    callers = hold_the_writer(work, queue, watched, [["b0"], ["bad"], ["b1"], ["b2"]])
+    lead, callers = hold_the_writer(work, queue, watched, [["b0"], ["bad"], ["b1"], ["b2"]])
+    assert lead.answer() == "lead"
     for caller in callers:
         caller.join(WAIT)
         if caller.batch == ["bad"]:
@@ -171,19 +187,22 @@ def test_one_failing_batch_fails_only_its_own_caller() -> None:
         else:
             assert caller.error is None
             assert caller.result == caller.batch[0]
-    # the group failed as a whole, then every batch was decided alone
-    assert len(work.groups[1]) == 4
-    assert all(len(group) == 1 for group in work.groups[2:])
+    # the lead's transaction failed once "bad" joined it, then every batch, the lead's
+    # too, was decided alone
+    assert work.groups[0] == [["lead"], ["b0"], ["bad"]]
+    assert sorted(g[0][0] for g in work.groups[1:]) == ["b0", "b1", "b2", "bad", "lead"]
+    assert all(len(group) == 1 for group in work.groups[1:])
 
 
 def test_a_store_fault_reaches_every_caller_of_the_group_without_retrying_each() -> None:
     work = Work(lambda batch: None if batch == ["lead"] else StoreUnavailable("database locked"))
     queue, watched = work.queue()
-    callers = hold_the_writer(work, queue, watched, [["b0"], ["b1"], ["b2"]])
-    for caller in callers:
+    lead, callers = hold_the_writer(work, queue, watched, [["b0"], ["b1"], ["b2"]])
+    # The whole transaction failed, the lead's batch with it.
+    for caller in [lead, *callers]:
         caller.join(WAIT)
         assert isinstance(caller.error, StoreUnavailable)
-    assert len(work.groups) == 2  # the lead's, then the group's; no batch ran again alone
+    assert len(work.groups) == 1  # no batch ran again alone
 
 
 def test_the_lead_passes_on_and_every_caller_is_answered() -> None:
@@ -243,7 +262,7 @@ def test_records_queued_behind_the_writer_commit_once_and_each_gets_its_own_answ
     (lead_result,) = lead.answer()
     answers = [caller.answer() for caller in callers]
     assert all(caller.error is None for caller in callers)
-    assert len(writes) == 2  # the lead alone, then everything queued behind it at once
+    assert len(writes) == 1  # everything queued behind the lead joined its transaction
 
     assert lead_result.outcome == "applied"
     (lead_retry,) = answers[3]
@@ -277,6 +296,45 @@ def test_records_queued_behind_the_writer_commit_once_and_each_gets_its_own_answ
     in_queue_order = [new[e] for e in dict.fromkeys(arrived) if e in new]
     assert in_queue_order == sorted(in_queue_order)
     assert len(in_queue_order) == 3 and in_queue_order[0] > (lead_result.position or 0)
+    assert_replay_equals_live(ledger)
+
+
+def test_a_retried_transaction_decides_the_batches_that_joined_it_again(
+    ledger: Ledger, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conflict (IntegrityError: the write path decides again) after batches joined
+    the lead's transaction: the retry decides the lead's and the joined batches again,
+    so each is recorded once and answered."""
+    sid = open_key(ledger)
+    logged = len(ledger.log())
+    watched = watch(ledger.commits)
+    real = ledger_module.record_batches
+    calls: list[list[str]] = []
+
+    def conflicting(uow: Any, batches: Sequence[Sequence[Any]]) -> Any:
+        calls.append([fact.event_id for batch in batches for fact in batch])
+        if len(calls) == 1:
+            watched.wait_for_arrivals(3)  # inside the lead's transaction: the others queue
+        if len(calls) == 2:
+            raise sqlalchemy.exc.IntegrityError("INSERT", {}, Exception("a concurrent write"))
+        return real(uow, batches)
+
+    monkeypatch.setattr(ledger_module, "record_batches", conflicting)
+    lead = Caller(ledger.record, [entry(sid, "m0")])
+    lead.start()
+    callers = [Caller(ledger.record, [entry(sid, f"m{n}", parent="m0")]) for n in (1, 2, 3)]
+    for caller in callers:
+        caller.start()
+    answers = [c.answer() for c in [lead, *callers]]
+    assert all(c.error is None for c in [lead, *callers])
+    lead_id = answers[0][0].event_id
+    joined = [f"{a[0].event_id}" for a in answers[1:]]
+    assert calls[0] == [lead_id]
+    assert sorted(calls[1]) == sorted(joined)
+    assert calls[2][0] == lead_id and sorted(calls[2][1:]) == sorted(joined)  # all again
+    assert [r.outcome for a in answers for r in a] == ["applied"] * 4
+    assert len({r.position for a in answers for r in a}) == 4
+    assert len(ledger.log()) == logged + 4  # each entry once
     assert_replay_equals_live(ledger)
 
 

@@ -146,6 +146,10 @@ class CommitQueue(Generic[B, R]):
 
         def join() -> list[B]:
             nonlocal total
+            if not self._queue:
+                # Read without the mutex: a batch queued just after is led by its own
+                # caller once this group is done (`_hand_over` looks under the mutex).
+                return []
             joined = self._take(total)
             group.extend(joined)  # answered, or run alone, with the rest of the group
             total += sum(t.size for t in joined)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, create_engine, select
+from sqlalchemy import Connection, create_engine, event, select
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
@@ -281,6 +281,43 @@ def test_http_and_cli(day: Ledger, database_url: str) -> None:
         assert title in out.output, title
     out = runner.invoke(cli, ["status", "--db", database_url, "--window", "later"])
     assert out.exit_code == 1 and "--window" in out.output
+
+
+def test_late_events_are_read_from_an_index_of_archived_receipts_only(
+    day: Ledger, database_url: str
+) -> None:
+    """Migration 0008: receipts are indexed by time only where the report reads them.
+    The index is partial (every other receipt costs no index entry), and on SQLite each
+    report query over receipts is a search of it, not a scan of every receipt."""
+    name = "ix_ledger_receipts_archived_recorded_at"
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "ledger_receipts" in statement:
+            seen.append((statement, parameters))
+
+    engine = day.database.engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        report = day.status_report(window_minutes=60)
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert report.late_events == 1 and len(seen) == 2  # the count and the list
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            (ddl,) = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_schema WHERE name = ?", (name,)
+            ).one()
+            for statement, parameters in seen:
+                plan = connection.exec_driver_sql(
+                    f"EXPLAIN QUERY PLAN {statement}", parameters
+                ).all()
+                assert any(f"SEARCH ledger_receipts USING INDEX {name}" in row[-1] for row in plan)
+        else:
+            (ddl,) = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s", {"name": name}
+            ).one()
+    assert "WHERE" in ddl and "'archived'" in ddl
 
 
 def test_migration_0003_dates_existing_receipts_from_their_events(

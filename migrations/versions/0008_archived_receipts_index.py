@@ -15,6 +15,8 @@ Create Date: 2026-11-22
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -27,23 +29,22 @@ SUFFIXES = ("", "_shadow")
 ARCHIVED = sa.text("outcome = 'archived'")
 
 
-def upgrade() -> None:
+def _replace(drop: str, create: str, columns: list[str], **where: Any) -> None:
+    """Drop one receipts index and create another in its place, live and `_shadow`."""
     for s in SUFFIXES:
-        op.drop_index(f"ix_ledger_receipts{s}_outcome_recorded_at", f"ledger_receipts{s}")
-        op.create_index(
-            f"ix_ledger_receipts{s}_archived_recorded_at",
-            f"ledger_receipts{s}",
-            ["recorded_at"],
-            sqlite_where=ARCHIVED,
-            postgresql_where=ARCHIVED,
-        )
+        op.drop_index(f"ix_ledger_receipts{s}_{drop}", f"ledger_receipts{s}")
+        op.create_index(f"ix_ledger_receipts{s}_{create}", f"ledger_receipts{s}", columns, **where)
+
+
+def upgrade() -> None:
+    _replace(
+        "outcome_recorded_at",
+        "archived_recorded_at",
+        ["recorded_at"],
+        sqlite_where=ARCHIVED,
+        postgresql_where=ARCHIVED,
+    )
 
 
 def downgrade() -> None:
-    for s in SUFFIXES:
-        op.drop_index(f"ix_ledger_receipts{s}_archived_recorded_at", f"ledger_receipts{s}")
-        op.create_index(
-            f"ix_ledger_receipts{s}_outcome_recorded_at",
-            f"ledger_receipts{s}",
-            ["outcome", "recorded_at"],
-        )
+    _replace("archived_recorded_at", "outcome_recorded_at", ["outcome", "recorded_at"])

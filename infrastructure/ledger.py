@@ -501,15 +501,18 @@ class Ledger:
     def _read_log(self, executor: Executor) -> Callable[[int, int], list[tuple[int, LedgerEvent]]]:
         return lambda after, limit: self.event_log.read(executor, after, limit)
 
+    def _unit_of_work(self, connection: Connection, touched: set[UUID]) -> UnitOfWork:
+        """A unit of work in the write transaction on `connection`; the aggregates it
+        loads go into `touched`, to forget if the transaction fails."""
+        return UnitOfWork(self.app, self.projector, connection, self._read_log(connection), touched)
+
     def _transact(self, decide: Callable[[UnitOfWork], T]) -> T:
         """Run a command in one write transaction."""
         touched: set[UUID] = set()
 
         def work(connection: Connection) -> T:
             touched.clear()
-            uow = UnitOfWork(
-                self.app, self.projector, connection, self._read_log(connection), touched
-            )
+            uow = self._unit_of_work(connection, touched)
             result = decide(uow)
             uow.commit()
             return result
@@ -529,10 +532,7 @@ class Ledger:
             results: list[list[RecordResult]] = []
             group: Sequence[list[Fact]] = taken  # a retry decides all joined so far again
             while group:
-                uow = UnitOfWork(
-                    self.app, self.projector, connection, self._read_log(connection), touched
-                )
-                results.extend(record_batches(uow, group))
+                results.extend(record_batches(self._unit_of_work(connection, touched), group))
                 group = join()
                 taken.extend(group)
             return results

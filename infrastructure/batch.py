@@ -59,7 +59,6 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     started_here: dict[str, str] = {}  # runId -> sessionKey, for runs started in this group
     accepted: list[tuple[int, int, Decision]] = []  # (batch, index, decision)
     recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it
-    recorded_facts: dict[str, Fact] = {}  # eventId -> the fact recorded for it
     retried: list[tuple[int, int]] = []  # (batch, index) of eventIds an earlier batch recorded
     repeated = False  # an eventId repeated within a batch (answered after the commit)
     started = [f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
@@ -107,7 +106,6 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                 # Answered after the commit, from the fold (position, rows).
                 accepted.append((number, index, decision))
                 recorded_here[event_id] = number
-                recorded_facts[event_id] = fact
                 if started_run is not None:
                     started_here[started_run] = key
                 continue
@@ -147,7 +145,8 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
         )
     for number, index in retried:
         fact = batches[number][index]
-        original = recorded_facts[fact.event_id]
+        recorder = recorded_here[fact.event_id]  # the batch, and where in it: its first
+        original = batches[recorder][first_seen[recorder][fact.event_id]]
         results[number][index] = _from_receipt(fact, written[fact.event_id], original.fingerprint())
     if not repeated:
         return cast(list[list[RecordResult]], results)

@@ -62,4 +62,10 @@ def test_the_floor_replays_a_commands_sql_and_names_the_pages_it_writes() -> Non
 
 def test_the_profile_measures_the_write_path_per_event() -> None:
     output = run("bench.profile", "batch")
-    assert "batch: " in output and "µs CPU per event" in output
+    assert "batch: " in output and "µs CPU per event" in output and "raw sqlite3" in output
+
+
+def test_the_profile_measures_the_ceiling_without_read_model_writes() -> None:
+    output = run("bench.profile", "single", "--unprojected")
+    assert "single: " in output and "raw sqlite3" in output and "ratio" in output
+    assert "unprojected" in output

@@ -13,8 +13,8 @@ bounded and writers keep going in between:
   events the shadow has not folded yet are folded into an in-memory overlay over it.
 
 A large SQLite rebuild folds in worker processes instead, each its share of the keys,
-into files of their own, merged into one that the swap copies straight into the live
-tables (infrastructure/partition.py): no shadow tables to fill and clear.
+into files of their own, merged into one pair that the swap copies straight into the
+live tables (infrastructure/partition.py): no shadow tables to fill and clear.
 
 One rebuild or verify at a time per store: a second one started alongside resets the
 shadow (or removes the worker files) under the first, which then fails
@@ -326,8 +326,8 @@ def _go_live(ledger: Ledger, session: Executor, position: int) -> None:
 
 
 def _rebuild_partitioned(ledger: Ledger, workers: int, on_progress: Progress) -> int | None:
-    """The log folded across worker processes, each into a file of its own, the files
-    merged into one and that copied straight into the live tables
+    """The log folded across worker processes, each into files of its own, the files
+    merged into one pair and that copied straight into the live tables
     (infrastructure/partition.py); None (nothing swapped) if two keys' rows collided. A
     worker file gone (another rebuild of the store removed it) is StoreUnavailable."""
     with translate_faults(), partition.folded(ledger, workers, on_progress) as parts:

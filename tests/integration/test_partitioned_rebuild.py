@@ -251,7 +251,7 @@ def test_a_worker_file_gone_before_the_merge_fails_the_rebuild(
     merge = partition.Parts.merge
 
     def remove_then_merge(parts: partition.Parts) -> bool:
-        parts.files[1].unlink()
+        parts.files[1].main.unlink()
         return merge(parts)
 
     monkeypatch.setattr(partition.Parts, "merge", remove_then_merge)
@@ -385,6 +385,47 @@ def test_rows_shared_by_two_keys_are_folded_serially(sqlite_url: str) -> None:
         assert sum(reported) == head  # the serial fold's events were reported already
         assert_replay_equals_live(ledger)
         assert rows(sqlite_url, TABLES.runs)["ledger_runs"][0][1] == b
+        assert leftovers(sqlite_url) == []
+
+
+@pytest.mark.parametrize(
+    ("table", "group"),
+    [
+        (TABLES.runs.name, "main"),  # merged by one thread: share 1's file into share 0's
+        (TABLES.receipts.name, "side"),  # by the other: share 0's file into share 1's
+    ],
+)
+def test_a_collision_in_either_merge_thread_folds_serially(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, table: str, group: str
+) -> None:
+    """Each thread of the merge reports a primary-key collision in its group of tables:
+    a row of the file it merges into is copied into a file it merges from, the merge
+    answers False and the rebuild folds serially, equal to live."""
+    merge = partition.Parts.merge
+    merged: list[bool] = []
+
+    def collide_then_merge(parts: partition.Parts) -> bool:
+        kept_main, kept_side = partition._kept(len(parts.files))
+        kept = kept_main if group == "main" else kept_side
+        target = getattr(parts.files[kept], group)
+        duplicate = getattr(parts.files[1 - kept], group)
+        with sqlite3.connect(duplicate) as connection:
+            connection.execute("ATTACH DATABASE ? AS kept", (str(target),))
+            inserted = connection.execute(
+                f'INSERT INTO main."{table}" SELECT * FROM kept."{table}" LIMIT 1'
+            ).rowcount
+            assert inserted == 1
+        merged.append(merge(parts))
+        return merged[-1]
+
+    monkeypatch.setattr(partition.Parts, "merge", collide_then_merge)
+    with Ledger.open(sqlite_url) as ledger:
+        interleave(ledger, 11)
+        head = ledger.positions()[1]
+        position, _ = rebuild(ledger)
+        assert merged == [False]
+        assert position == head
+        assert_replay_equals_live(ledger)
         assert leftovers(sqlite_url) == []
 
 

@@ -23,6 +23,7 @@ from infrastructure.http import create_app
 from infrastructure.ledger import Ledger
 from infrastructure.maintenance import Shadow
 from infrastructure.schema import alembic_config, current_revision, head_revision, upgrade
+from projections import reports
 from projections.tables import SHADOW, TABLES
 from tests.helpers import assert_replay_equals_live
 
@@ -318,6 +319,60 @@ def test_late_events_are_read_from_an_index_of_archived_receipts_only(
                 "SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s", {"name": name}
             ).one()
     assert "WHERE" in ddl and "'archived'" in ddl
+
+
+def test_running_runs_are_read_from_a_partial_index_of_their_own(
+    day: Ledger, database_url: str
+) -> None:
+    """Migration 0009: the report's active runs and `recover`'s stale runs read an index
+    of the running runs alone (partial: an ended run has no entry). On SQLite the active
+    runs are one search of it, covering, in order (no row lookups, no sort), and recover
+    searches it by start time."""
+    report = day.status_report(window_minutes=60)
+    assert report.active_runs
+    recovering: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if "ledger_runs" in statement:
+            recovering.append((statement, parameters))
+
+    engine = day.database.engine
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        assert day.recover(timedelta(days=3650)).closed == 0  # none that old: reads only
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+    assert len(recovering) == 1
+    active = str(reports._running(TABLES.runs).statement.compile(dialect=engine.dialect))
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            name = "ix_ledger_runs_running_covering"
+            (ddl,) = connection.exec_driver_sql(
+                "SELECT sql FROM sqlite_schema WHERE name = ?", (name,)
+            ).one()
+            plans = {
+                kind: " | ".join(
+                    row[-1]
+                    for row in connection.exec_driver_sql(
+                        f"EXPLAIN QUERY PLAN {statement}", parameters
+                    ).all()
+                )
+                for kind, (statement, parameters) in (
+                    ("active", (active, ())),
+                    ("recover", recovering[0]),
+                )
+            }
+            assert plans["active"] == (f"SEARCH ledger_runs USING COVERING INDEX {name} (status=?)")
+            assert f"SEARCH ledger_runs USING INDEX {name}" in plans["recover"]
+            assert "TEMP B-TREE" not in plans["recover"]
+        else:
+            (ddl,) = connection.exec_driver_sql(
+                "SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s",
+                {"name": "ix_ledger_runs_running"},
+            ).one()
+        total = connection.exec_driver_sql("SELECT count(*) FROM ledger_runs").scalar_one()
+    assert "WHERE" in ddl and "'running'" in ddl
+    assert total > len(report.active_runs)  # ended runs, which the index leaves out
 
 
 def test_migration_0003_dates_existing_receipts_from_their_events(

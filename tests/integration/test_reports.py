@@ -7,13 +7,14 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from alembic import command
 from fastapi.testclient import TestClient
-from sqlalchemy import Connection, create_engine, event, select
+from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
@@ -284,6 +285,37 @@ def test_http_and_cli(day: Ledger, database_url: str) -> None:
     assert out.exit_code == 1 and "--window" in out.output
 
 
+@contextmanager
+def statements_on(engine: Engine, table: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements (with their parameters) run through `engine` on `table` inside
+    the block."""
+    seen: list[tuple[str, Any]] = []
+
+    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if table in statement:
+            seen.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", capture)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", capture)
+
+
+def plan(connection: Connection, statement: str, parameters: Any = ()) -> str:
+    """SQLite's query plan of a statement, its steps joined by " | "."""
+    rows = connection.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters).all()
+    return " | ".join(row[-1] for row in rows)
+
+
+def index_definition(connection: Connection, name: str) -> str:
+    if connection.dialect.name == "sqlite":
+        query = "SELECT sql FROM sqlite_schema WHERE name = ?"
+        return str(connection.exec_driver_sql(query, (name,)).scalar_one())
+    query = "SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s"
+    return str(connection.exec_driver_sql(query, {"name": name}).scalar_one())
+
+
 def test_late_events_are_read_from_an_index_of_archived_receipts_only(
     day: Ledger, database_url: str
 ) -> None:
@@ -291,33 +323,16 @@ def test_late_events_are_read_from_an_index_of_archived_receipts_only(
     The index is partial (every other receipt costs no index entry), and on SQLite each
     report query over receipts is a search of it, not a scan of every receipt."""
     name = "ix_ledger_receipts_archived_recorded_at"
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "ledger_receipts" in statement:
-            seen.append((statement, parameters))
-
     engine = day.database.engine
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with statements_on(engine, "ledger_receipts") as seen:
         report = day.status_report(window_minutes=60)
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert report.late_events == 1 and len(seen) == 2  # the count and the list
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
-            (ddl,) = connection.exec_driver_sql(
-                "SELECT sql FROM sqlite_schema WHERE name = ?", (name,)
-            ).one()
             for statement, parameters in seen:
-                plan = connection.exec_driver_sql(
-                    f"EXPLAIN QUERY PLAN {statement}", parameters
-                ).all()
-                assert any(f"SEARCH ledger_receipts USING INDEX {name}" in row[-1] for row in plan)
-        else:
-            (ddl,) = connection.exec_driver_sql(
-                "SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s", {"name": name}
-            ).one()
+                searched = f"SEARCH ledger_receipts USING INDEX {name}"
+                assert searched in plan(connection, statement, parameters)
+        ddl = index_definition(connection, name)
     assert "WHERE" in ddl and "'archived'" in ddl
 
 
@@ -330,46 +345,23 @@ def test_running_runs_are_read_from_a_partial_index_of_their_own(
     searches it by start time."""
     report = day.status_report(window_minutes=60)
     assert report.active_runs
-    recovering: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if "ledger_runs" in statement:
-            recovering.append((statement, parameters))
-
     engine = day.database.engine
-    event.listen(engine, "before_cursor_execute", capture)
-    try:
+    with statements_on(engine, "ledger_runs") as recovering:
         assert day.recover(timedelta(days=3650)).closed == 0  # none that old: reads only
-    finally:
-        event.remove(engine, "before_cursor_execute", capture)
     assert len(recovering) == 1
     active = str(reports._running(TABLES.runs).statement.compile(dialect=engine.dialect))
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             name = "ix_ledger_runs_running_covering"
-            (ddl,) = connection.exec_driver_sql(
-                "SELECT sql FROM sqlite_schema WHERE name = ?", (name,)
-            ).one()
-            plans = {
-                kind: " | ".join(
-                    row[-1]
-                    for row in connection.exec_driver_sql(
-                        f"EXPLAIN QUERY PLAN {statement}", parameters
-                    ).all()
-                )
-                for kind, (statement, parameters) in (
-                    ("active", (active, ())),
-                    ("recover", recovering[0]),
-                )
-            }
-            assert plans["active"] == (f"SEARCH ledger_runs USING COVERING INDEX {name} (status=?)")
-            assert f"SEARCH ledger_runs USING INDEX {name}" in plans["recover"]
-            assert "TEMP B-TREE" not in plans["recover"]
+            assert plan(connection, active) == (
+                f"SEARCH ledger_runs USING COVERING INDEX {name} (status=?)"
+            )
+            stale = plan(connection, *recovering[0])
+            assert f"SEARCH ledger_runs USING INDEX {name}" in stale
+            assert "TEMP B-TREE" not in stale
         else:
-            (ddl,) = connection.exec_driver_sql(
-                "SELECT indexdef FROM pg_indexes WHERE indexname = %(name)s",
-                {"name": "ix_ledger_runs_running"},
-            ).one()
+            name = "ix_ledger_runs_running"
+        ddl = index_definition(connection, name)
         total = connection.exec_driver_sql("SELECT count(*) FROM ledger_runs").scalar_one()
     assert "WHERE" in ddl and "'running'" in ddl
     assert total > len(report.active_runs)  # ended runs, which the index leaves out

@@ -11,6 +11,7 @@ PostgreSQL alike, and a crash at any point leaves either all of it or none.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -110,7 +111,7 @@ class Ledger:
     @classmethod
     def open(
         cls,
-        url: str | None = None,
+        url: str | os.PathLike[str] | None = None,
         *,
         upgrade: UpgradePolicy = "auto",
         policy: FreshnessPolicy | None = None,
@@ -119,8 +120,9 @@ class Ledger:
     ) -> Ledger:
         """Open (creating and migrating on first use) the store at `url`.
 
-        `url`: a SQLAlchemy URL, a file path, or None for $SESSIONLEDGER_DB or the
-        embedded default. Raises SchemaMismatch for a schema this code does not know.
+        `url`: a SQLAlchemy URL, a file path (str or pathlib.Path), or None for
+        $SESSIONLEDGER_DB or the embedded default. Raises SchemaMismatch for a schema
+        this code does not know.
         `busy_timeout`: seconds a write waits for other writers (a locked database)
         before it fails with StoreUnavailable.
         """

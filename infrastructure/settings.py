@@ -16,19 +16,27 @@ def default_database_path() -> Path:
     return Path(data_home) / "sessionledger" / "sessionledger.db"
 
 
-def database_url(url: str | None = None) -> str:
+def database_url(url: str | os.PathLike[str] | None = None) -> str:
     """The URL given, else $SESSIONLEDGER_DB, else the embedded SQLite file.
 
-    A bare path means a SQLite file; `postgresql://` URLs use psycopg 3.
+    A bare path (a string or a `pathlib.Path`) means a SQLite file; `postgresql://`
+    URLs use psycopg 3.
     """
+    if url is not None and not isinstance(url, str):
+        return _sqlite_file(os.fspath(url))
     url = url or os.environ.get(DB_ENV) or str(default_database_path())
     if "://" not in url:
-        path = Path(url).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return f"sqlite:///{path}"
+        return _sqlite_file(url)
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url.removeprefix("sqlite:///")).expanduser().parent.mkdir(parents=True, exist_ok=True)
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
             return "postgresql+psycopg://" + url[len(prefix) :]
     return url
+
+
+def _sqlite_file(path: str) -> str:
+    """The URL of a SQLite file at `path`, its directory made if missing."""
+    resolved = Path(path).expanduser().resolve()
+    resolved.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{resolved}"

@@ -154,9 +154,10 @@ def test_cli_db_upgrade_on_a_new_or_old_database(
 # -- Ledger.open and the schema it finds ------------------------------------------------------
 
 
-def test_ledger_open_creates_the_embedded_database(tmp_path: Any) -> None:
+@pytest.mark.parametrize("as_path", [False, True], ids=["str", "pathlib.Path"])
+def test_ledger_open_creates_the_embedded_database(tmp_path: Any, as_path: bool) -> None:
     path = tmp_path / "nested" / "ledger.db"
-    with Ledger.open(str(path)) as ledger:
+    with Ledger.open(path if as_path else str(path)) as ledger:
         exercise(ledger)
     engine = create_engine(f"sqlite:///{path}", poolclass=NullPool)
     assert current_revision(engine) == head_revision()

@@ -48,7 +48,7 @@ class Profile:
 
 
 PROFILES = {
-    "full": Profile("full", 5, 1000, 5, 100_000, 1000, 10_000, 200, 200, 250, 10, 60, 1),
+    "full": Profile("full", 5, 1000, 5, 100_000, 1000, 10_000, 200, 200, 250, 10, 60, 3),
     "quick": Profile("quick", 3, 300, 3, 10_000, 1000, 10_000, 100, 100, 60, 3, 20, 1),
     "smoke": Profile("smoke", 1, 10, 1, 100, 50, 200, 5, 5, 3, 1, 10, 1),
 }
@@ -547,6 +547,7 @@ def table(results: list[Result], profile: Profile) -> str:
     scaled = profile.name != "full"
     footer = [
         f"profile {profile.name}: median of {profile.repeats} runs"
+        + (f" ({profile.rebuild_runs} of the rebuild)" if profile.rebuild_runs > 1 else "")
         + (" (scaled down: targets are for the full profile)" if scaled else "")
     ]
     return "\n".join([*lines, "", *notes, "", *footer])

@@ -110,13 +110,13 @@ class PartFiles:
     def of(cls, directory: Path, share: int) -> PartFiles:
         return cls(directory / f"part-{share}.db", directory / f"part-{share}-side.db")
 
+    def file(self, side: bool) -> Path:
+        return self.side if side else self.main
 
-def _main_tables() -> list[str]:
-    return [t.name for t in TABLES.projected if t.name not in SIDE_TABLES]
 
-
-def _side_tables() -> list[str]:
-    return [t.name for t in TABLES.projected if t.name in SIDE_TABLES]
+def _tables(side: bool) -> list[str]:
+    """The read-model tables in a share's side file, or in its main file."""
+    return [t.name for t in TABLES.projected if (t.name in SIDE_TABLES) == side]
 
 
 def _kept(workers: int) -> tuple[int, int]:
@@ -147,15 +147,11 @@ class Parts:
         main, side = _kept(len(self.files))
         jobs = [
             (
-                self.files[main].main,
-                [f.main for k, f in enumerate(self.files) if k != main],
-                _main_tables(),
-            ),
-            (
-                self.files[side].side,
-                [f.side for k, f in enumerate(self.files) if k != side],
-                _side_tables(),
-            ),
+                self.files[kept].file(group),
+                [f.file(group) for k, f in enumerate(self.files) if k != kept],
+                _tables(group),
+            )
+            for group, kept in ((False, main), (True, side))
         ]
         try:
             with ThreadPoolExecutor(len(jobs), thread_name_prefix="rebuild-merge") as pool:
@@ -279,8 +275,8 @@ def fold_share(
     if new:
         with ledger.database.reading() as connection:
             schema = _schema(connection)
-        _run(files.main, schema.tables(main=True))
-        _run(files.side, schema.tables(main=False))
+        for side in (False, True):
+            _run(files.file(side), schema.tables(side))
     engine = _part_engine(files)
     try:
         with engine.connect() as part:
@@ -306,11 +302,9 @@ def fold_share(
         # Secondary indexes built once over the folded rows, sorted, rather than kept
         # up row by row (the fold reads rows by primary key only); only in the files
         # the others are merged into and the swap copies from.
-        kept_main, kept_side = _kept(workers)
-        if share == kept_main:
-            _run(files.main, schema.indexes(main=True))
-        if share == kept_side:
-            _run(files.side, schema.indexes(main=False))
+        for side, kept in zip((False, True), _kept(workers), strict=True):
+            if share == kept:
+                _run(files.file(side), schema.indexes(side))
 
 
 def fold_pages(
@@ -345,17 +339,17 @@ class _Schema:
 
     statements: list[tuple[str, str, str]]  # (type, table, sql)
 
-    def tables(self, *, main: bool) -> list[str]:
-        return self._of("table", main)
+    def tables(self, side: bool) -> list[str]:
+        return self._of(False, side)
 
-    def indexes(self, *, main: bool) -> list[str]:
-        return self._of("index", main)
+    def indexes(self, side: bool) -> list[str]:
+        return self._of(True, side)
 
-    def _of(self, kind: str, main: bool) -> list[str]:
+    def _of(self, index: bool, side: bool) -> list[str]:
         return [
             sql
             for type_, table, sql in self.statements
-            if (type_ == "index") == (kind == "index") and (table not in SIDE_TABLES) == main
+            if (type_ == "index") == index and (table in SIDE_TABLES) == side
         ]
 
 

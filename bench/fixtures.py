@@ -122,13 +122,14 @@ def write_conversations(ledger: Ledger, indexes: range, at: datetime) -> None:
     """Open each key and decide its nine facts: one transaction, one fold."""
 
     def decide(uow: UnitOfWork) -> None:
+        recorded_at = datetime.now(UTC)  # one moment a unit of work, as Ledger.record's
         for index in indexes:
             key = session_key(index)
             conversation = Conversation.open(key, at=at, writer="ingress")
             assert conversation.current_session_id is not None
             chain = Chain(key, conversation.current_session_id, at)
             for fact in parse_batch(chain.conversation(index)):
-                decision = conversation.record(fact)
+                decision = conversation.record(fact, recorded_at)
                 assert decision.outcome == "applied", decision
             uow.add(conversation)
 

@@ -164,8 +164,13 @@ class Conversation:
 
     # -- commands ------------------------------------------------------------------------
 
-    def record(self, fact: Fact) -> Decision:
-        """Decide one reported fact. Rejections record nothing and say which field is wrong."""
+    def record(self, fact: Fact, recorded_at: datetime | None = None) -> Decision:
+        """Decide one reported fact. Rejections record nothing and say which field is wrong.
+
+        `recorded_at`: the store's clock for the event (now if not given). A unit of work
+        passes one moment for all the facts it records: they are recorded together."""
+        if recorded_at is None:
+            recorded_at = utcnow()
         generation = self.generations.get(fact.session_id)
         if generation is None:
             return self._reject(
@@ -176,19 +181,19 @@ class Conversation:
                 fact, "sessionId", f"generation {fact.session_id!r} was pruned by maintenance"
             )
         if isinstance(fact, TranscriptAppendedFact):  # first: most of what reporters send
-            return self._append_entry(fact, generation)
+            return self._append_entry(fact, generation, recorded_at)
         if isinstance(fact, RunStartedFact):
-            return self._start_run(fact)
+            return self._start_run(fact, recorded_at)
         if isinstance(fact, (RunEndedFact, RunErroredFact)):
-            return self._finish_run(fact, generation)
+            return self._finish_run(fact, generation, recorded_at)
         if isinstance(fact, BindingSetFact):
-            return self._accept(fact, BindingSet)
+            return self._accept(fact, BindingSet, recorded_at)
         if isinstance(fact, BindingDroppedFact):
             if fact.provider not in generation.bindings:
                 return self._reject(fact, "provider", f"no binding for provider {fact.provider!r}")
-            return self._accept(fact, BindingDropped)
+            return self._accept(fact, BindingDropped, recorded_at)
         if isinstance(fact, OverridesChangedFact):
-            return self._accept(fact, OverridesChanged)
+            return self._accept(fact, OverridesChanged, recorded_at)
         return self._reject(fact, "type", f"{fact.type!r} cannot be reported in a batch")
 
     def resolve(
@@ -296,15 +301,17 @@ class Conversation:
 
     # -- decisions -----------------------------------------------------------------------
 
-    def _start_run(self, fact: RunStartedFact) -> Decision:
+    def _start_run(self, fact: RunStartedFact, recorded_at: datetime) -> Decision:
         owner = self.run_owner.get(fact.run_id)
         if owner is not None:
             return self._reject(
                 fact, "runId", f"run {fact.run_id!r} was already started in generation {owner!r}"
             )
-        return self._accept(fact, RunStarted)
+        return self._accept(fact, RunStarted, recorded_at)
 
-    def _finish_run(self, fact: RunEndedFact | RunErroredFact, generation: Generation) -> Decision:
+    def _finish_run(
+        self, fact: RunEndedFact | RunErroredFact, generation: Generation, recorded_at: datetime
+    ) -> Decision:
         assert fact.run_id is not None
         owner = self.run_owner.get(fact.run_id)
         if owner is None:
@@ -316,9 +323,12 @@ class Conversation:
         status = generation.runs[fact.run_id]
         if status != RUNNING:
             return self._reject(fact, "runId", f"run {fact.run_id!r} already ended ({status})")
-        return self._accept(fact, RunEnded if isinstance(fact, RunEndedFact) else RunErrored)
+        event_class = RunEnded if isinstance(fact, RunEndedFact) else RunErrored
+        return self._accept(fact, event_class, recorded_at)
 
-    def _append_entry(self, fact: TranscriptAppendedFact, generation: Generation) -> Decision:
+    def _append_entry(
+        self, fact: TranscriptAppendedFact, generation: Generation, recorded_at: datetime
+    ) -> Decision:
         entry = fact.entry
         entry_id = entry.id
         entry_digest = fact.entry_digest()
@@ -349,18 +359,25 @@ class Conversation:
         return self._accept(
             fact,
             TranscriptAppended,
+            recorded_at,
             seq=len(entries) + 1,
             prev_hash=head,
             entry_hash=chain_hash(head, entry_digest),
         )
 
-    def _accept(self, fact: Fact, event_class: type[Recorded], **derived: int | str) -> Decision:
+    def _accept(
+        self,
+        fact: Fact,
+        event_class: type[Recorded],
+        recorded_at: datetime,
+        **derived: int | str,
+    ) -> Decision:
         # The fact was validated at the edge: its event is built without validating again.
         event = event_class.from_fact(
             fact,
             originator_id=self.id,
             originator_version=self.version + 1,
-            timestamp=utcnow(),
+            timestamp=recorded_at,
             **derived,
         )
         evolve(self, event)  # type: ignore[arg-type]

@@ -355,11 +355,7 @@ class Recorded(BaseModel):
         # The cached properties' slots: the dump composed from the fact's (ints and strings
         # dump as themselves), the fact's own dump (its fingerprint's fields), and the
         # fingerprint if the fact has it already.
-        values["_json"] = {
-            **fact_json,
-            "timestamp": _DATETIME.to_python(timestamp, mode="json"),
-            **derived,
-        }
+        values["_json"] = {**fact_json, "timestamp": _json_moment(timestamp), **derived}
         values["_fact_json"] = fact_json
         if "_fingerprint" in state:
             values["_fingerprint"] = state["_fingerprint"]
@@ -380,8 +376,22 @@ def _layout(cls: type[Recorded]) -> tuple[type[Fact], tuple[str, ...], tuple[str
     return fact_class, fact_names, own
 
 
+def _json_moment(moment: datetime) -> str:
+    """The JSON text of a recorded event's timestamp. The events of one unit of work
+    share their moment, so the last moment's text is kept (one pair: replaced whole,
+    so threads never see a moment with another's text)."""
+    global _last_moment
+    last = _last_moment
+    if last[0] is moment:
+        return last[1]
+    text: str = _DATETIME.to_python(moment, mode="json")
+    _last_moment = (moment, text)
+    return text
+
+
 _setattr = object.__setattr__
 _DATETIME = TypeAdapter(AwareDatetime).serializer
+_last_moment: tuple[datetime | None, str] = (None, "")
 
 
 class RunStarted(Recorded, RunStartedFact):

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
+import domain.conversation
 from domain.conversation import Decision, Outcome
 from domain.events import Fact, RunStartedFact
 from infrastructure.collector import at_ease_for
@@ -66,6 +67,9 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
         uow.rowset.prefetch(run_ids=started)
     first_seen: list[dict[str, int]] = []
     conversations = uow.conversations
+    # One moment for every event the unit of work records: they are recorded together,
+    # and a shared moment is dumped and turned into SQLite's text once, not per event.
+    recorded_at = domain.conversation.utcnow()
 
     for number, facts in enumerate(batches):
         seen: dict[str, int] = {}
@@ -101,7 +105,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                         f"runId: {started_run!r} is already used by another session",
                     )
                     continue
-            decision = conversation.record(fact)
+            decision = conversation.record(fact, recorded_at)
             if uow.add(conversation):
                 # Answered after the commit, from the fold (position, rows).
                 accepted.append((number, index, decision))

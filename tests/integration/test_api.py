@@ -223,6 +223,15 @@ def test_retried_appends_are_not_duplicated(ledger: Ledger) -> None:
     assert ledger.session(KEY).entry_count == 1
 
 
+def test_the_events_of_one_call_share_their_recorded_moment(ledger: Ledger) -> None:
+    sid = open_key(ledger)
+    batch = ledger.record([start(sid, "r1"), entry(sid, "m1"), entry(sid, "m2", parent="m1")])
+    (later,) = ledger.record([end(sid, "r1")])
+    recorded = {e.position: e.recorded_at for e in ledger.audit(KEY).entries}
+    assert len({recorded[r.position] for r in batch}) == 1  # type: ignore[index]
+    assert recorded[later.position] > recorded[batch[0].position]  # type: ignore[index]
+
+
 def test_run_ids_belong_to_one_session(ledger: Ledger) -> None:
     s1, s2 = open_key(ledger), open_key(ledger, OTHER)
     ledger.record([start(s1, "shared")])

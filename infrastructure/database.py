@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from domain.errors import StoreUnavailable
 from infrastructure import jsoncodec
+from infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
 from infrastructure.settings import BUSY_TIMEOUT_SECONDS
 from projections.tables import EVENTS_TABLE
 
@@ -46,6 +47,9 @@ class Database:
         self.busy_timeout = busy_timeout
         self.engine = _create_engine(url, busy_timeout)
         self.dialect = self.engine.dialect.name
+        path = _sqlite_file_path(url)
+        # A SQLite file's checkpoints run after commits, not in them (checkpointer.py).
+        self.checkpointer = Checkpointer(path) if path is not None else None
         # SQLite's busy handler polls with back-off; this process's writers queue on a lock
         # instead. (Across processes SQLite's busy handler still decides; see docs.)
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
@@ -113,6 +117,8 @@ class Database:
                 session.close()  # joined our transaction: closing it leaves it to us
             if commit:
                 connection.commit()
+                if self.checkpointer is not None:
+                    self.checkpointer.committed()
             elif not close:
                 connection.rollback()  # closing would have rolled it back
         finally:
@@ -237,6 +243,8 @@ class Database:
             yield connection
 
     def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
         self.engine.dispose()
 
 
@@ -307,11 +315,22 @@ def _register_sqlite_adapters() -> None:
     sqlite3.register_adapter(bool, int)
 
 
+def _sqlite_file_path(url: str) -> str | None:
+    """The absolute path of the SQLite file at `url`; None for anything else (an
+    in-memory database, PostgreSQL)."""
+    if not url.startswith("sqlite"):
+        return None
+    database = make_url(url).database or ""
+    if database in ("", ":memory:") or "mode=memory" in url:
+        return None
+    return os.path.abspath(database)
+
+
 def _create_engine(url: str, busy_timeout: float) -> Engine:
     if url.startswith("sqlite"):
         _register_sqlite_adapters()
-        database = make_url(url).database or ""
-        in_memory = database in ("", ":memory:") or "mode=memory" in url
+        path = _sqlite_file_path(url)
+        in_memory = path is None
         engine = create_engine(
             url,
             json_serializer=jsoncodec.dumps_sqlite,
@@ -320,7 +339,7 @@ def _create_engine(url: str, busy_timeout: float) -> Engine:
             # A file's pool queues for connections; an in-memory one has a single one.
             **({} if in_memory else {"pool_timeout": busy_timeout}),
         )
-        _configure_sqlite(engine, busy_timeout, None if in_memory else os.path.abspath(database))
+        _configure_sqlite(engine, busy_timeout, path)
         return engine
     # pool_timeout: waiting for a free connection is waiting for other writers too.
     return create_engine(
@@ -369,6 +388,8 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
         _use_wal(cursor, busy_timeout)
         # FULL: a commit is on disk before we acknowledge it (SPEC §4.5).
         cursor.execute("PRAGMA synchronous = FULL")
+        if path is not None:  # a file's checkpoints are the Checkpointer's, up to this
+            cursor.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         cursor.close()
         if path is not None and not opened:
             opened.append(_file_identity(path) or (0, 0))

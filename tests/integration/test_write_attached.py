@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection
 
+from infrastructure.checkpointer import BACKSTOP_PAGES
 from infrastructure.database import Database
 
 
@@ -23,7 +24,7 @@ def assert_pooled_as_it_came(database: Database) -> None:
         driver = connection.connection.driver_connection
         assert driver is not None
         assert [row[1] for row in driver.execute("PRAGMA database_list")] == ["main"]
-        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)
+        assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (BACKSTOP_PAGES,)
 
 
 @pytest.fixture

@@ -12,11 +12,9 @@ of its own sessionId only, and the session row is a pointer that only
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from operator import attrgetter
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, Protocol
 
 from domain.events import (
     BindingDropped,
@@ -41,10 +39,10 @@ from projections.rows import (
     RunRow,
     SessionRow,
     slot_builder,
+    slot_evolver,
 )
 
 EffectKind = Literal["applied", "archived"]
-T = TypeVar("T")
 
 
 class ReadState(Protocol):
@@ -374,25 +372,8 @@ _transition = slot_builder(Transition)
 _APPLIED_TO_CURRENT = Effect("applied", "applied to current")
 
 
-def _evolver(row_type: type[T]) -> Callable[..., T]:
-    """`dataclasses.replace` for a row type without its per-field introspection: all
-    values in one C call, the changed ones set by position, the row built by slots."""
-    names = tuple(f.name for f in fields(row_type))  # type: ignore[arg-type]
-    values_of = attrgetter(*names)
-    index = {name: i for i, name in enumerate(names)}
-    build = slot_builder(row_type)
-
-    def evolve(row: T, changes: dict[str, Any]) -> T:
-        values = list(values_of(row))
-        for name, value in changes.items():
-            values[index[name]] = value
-        return build(*values)
-
-    return evolve
-
-
-_evolve = _evolver(GenerationRow)
-_evolve_run = _evolver(RunRow)
+_evolve = slot_evolver(GenerationRow)
+_evolve_run = slot_evolver(RunRow)
 
 
 def _receipt(

@@ -1,5 +1,6 @@
 """Rows built by `slot_builder` (the fold's rows, the reads' and the audit's) are the
-rows their dataclass builds: same type, fields, equality, hash and immutability."""
+rows their dataclass builds: same type, fields, equality, hash and immutability; rows
+evolved by `slot_evolver` are what `dataclasses.replace` makes."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import dataclasses
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from infrastructure.batch import RecordResult
 from projections.audit import AuditEntry
@@ -18,6 +21,7 @@ from projections.rows import (
     RunRow,
     SessionRow,
     slot_builder,
+    slot_evolver,
 )
 
 
@@ -44,6 +48,21 @@ def test_a_slot_built_row_is_the_dataclass_row(cls: Any) -> None:
         slot_builder(cls)(*values[:-1])
 
 
+@pytest.mark.parametrize("cls", [GenerationRow, RunRow])
+@given(data=st.data())
+def test_an_evolved_row_is_what_replace_makes(cls: Any, data: st.DataObject) -> None:
+    names = [f.name for f in dataclasses.fields(cls)]
+    row = slot_builder(cls)(*[f"v{i}" for i in range(len(names))])
+    changed = data.draw(st.lists(st.sampled_from(names), unique=True))
+    changes = {name: data.draw(st.integers() | st.none()) for name in changed}
+    evolved = slot_evolver(cls)(row, changes)
+    assert type(evolved) is cls and not hasattr(evolved, "__dict__")
+    assert evolved == dataclasses.replace(row, **changes)
+    assert row == slot_builder(cls)(*[f"v{i}" for i in range(len(names))])  # untouched
+    with pytest.raises(AttributeError):
+        slot_evolver(cls)(row, {"no_such_field": 1})
+
+
 def test_a_class_it_cannot_build_is_refused() -> None:
     @dataclasses.dataclass(frozen=True)
     class NoSlots:
@@ -59,3 +78,5 @@ def test_a_class_it_cannot_build_is_refused() -> None:
     for cls in (NoSlots, PostInit, int):
         with pytest.raises(TypeError):
             slot_builder(cls)
+        with pytest.raises(TypeError):
+            slot_evolver(cls)

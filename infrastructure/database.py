@@ -45,9 +45,9 @@ class Database:
     def __init__(self, url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
-        self.engine = _create_engine(url, busy_timeout)
-        self.dialect = self.engine.dialect.name
         path = _sqlite_file_path(url)
+        self.engine = _create_engine(url, busy_timeout, path)
+        self.dialect = self.engine.dialect.name
         # A SQLite file's checkpoints run after commits, not in them (checkpointer.py).
         self.checkpointer = Checkpointer(path) if path is not None else None
         # SQLite's busy handler polls with back-off; this process's writers queue on a lock
@@ -326,10 +326,10 @@ def _sqlite_file_path(url: str) -> str | None:
     return os.path.abspath(database)
 
 
-def _create_engine(url: str, busy_timeout: float) -> Engine:
+def _create_engine(url: str, busy_timeout: float, path: str | None) -> Engine:
+    """`path`: the SQLite file's (`_sqlite_file_path`), None for an in-memory one."""
     if url.startswith("sqlite"):
         _register_sqlite_adapters()
-        path = _sqlite_file_path(url)
         in_memory = path is None
         engine = create_engine(
             url,

@@ -7,6 +7,8 @@ import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
 from infrastructure.database import Database
 from infrastructure.ledger import Ledger
@@ -56,8 +58,14 @@ def test_a_removed_file_is_never_made_anew(tmp_path: Path) -> None:
     assert not path.exists() and checkpointer.last is None
 
 
-def test_memory_and_postgres_have_none(postgres_url: str) -> None:
-    for url in ("sqlite://", postgres_url):
-        database = Database(url)
-        assert database.checkpointer is None
-        database.close()
+def test_an_in_memory_database_has_none() -> None:
+    database = Database("sqlite://")
+    assert database.checkpointer is None
+    database.close()
+
+
+@pytest.mark.postgres
+def test_postgres_has_none(postgres_url: str) -> None:
+    database = Database(postgres_url)
+    assert database.checkpointer is None
+    database.close()

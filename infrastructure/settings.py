@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 DB_ENV = "SESSIONLEDGER_DB"
-SNAPSHOT_INTERVAL = 100  # events per aggregate between snapshots
+SNAPSHOT_INTERVAL = 100  # events per aggregate between snapshots, at the least
 AGGREGATE_CACHE_SIZE = 10_000
 BUSY_TIMEOUT_SECONDS = 30.0
 

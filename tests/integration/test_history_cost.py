@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import UTC, datetime
 from typing import Any
 
 from domain.conversation import conversation_id, project_conversation
+from infrastructure.application import snapshot_interval
 from infrastructure.ledger import Ledger
 from infrastructure.settings import SNAPSHOT_INTERVAL
 
@@ -78,3 +80,29 @@ def test_snapshot_state_equals_the_replayed_aggregate(database_url: str) -> None
         assert snapshot.state == replayed.to_state()  # type: ignore[attr-defined]
         restored = project_conversation(None, [snapshot])  # type: ignore[list-item]
         assert restored is not None and restored.to_state() == replayed.to_state()
+
+
+def test_a_long_key_is_snapshotted_less_often_and_still_loads_boundedly(
+    database_url: str,
+) -> None:
+    history = 5_000
+    with Ledger.open(database_url) as ledger:
+        sid = ledger.resolve(KEY, at=T0).session.session_id
+        for start in range(0, history, 100):
+            ledger.record([append(sid, n) for n in range(start, start + 100)])
+        assert ledger.app.snapshots is not None
+        versions = [s.originator_version for s in ledger.app.snapshots.get(conversation_id(KEY))]
+    # Every 100 events up to 2,048, then every 128 up to 4,096, then every 256 (one
+    # snapshot a commit, at its end): 28, where a fixed interval took 50, each holding
+    # the transcript so far.
+    assert len(versions) < 0.6 * (history // SNAPSHOT_INTERVAL), versions
+    batch = 100
+    assert all(
+        b - a <= max(SNAPSHOT_INTERVAL, a // 8) + batch for a, b in itertools.pairwise(versions)
+    )
+
+    with Ledger.open(database_url) as cold:
+        reads = EventsRead(cold)
+        cold.record([append(sid, history)])
+        # from the last snapshot on: at most an interval of the history's length
+        assert 0 < reads.count <= snapshot_interval(history + 1)

@@ -118,25 +118,6 @@ class LedgerSnapshotRecorder(_CoreRecorder, SQLAlchemyAggregateRecorder):  # typ
             )
 
 
-def snapshot_interval(version: int) -> int:
-    """Events between an aggregate's snapshots around `version`: SNAPSHOT_INTERVAL, and
-    once a key's history is long (from 2,048 events), the power of two between a
-    sixteenth and an eighth of it. A conversation's state holds every entry id of its
-    generations, so a snapshot grows with the transcript: at a fixed interval a
-    10,000-entry key wrote a ~1 MB snapshot every 100 events, O(n²) bytes over its
-    life. Intervals proportional to the version bound the snapshot bytes per event,
-    and a cold load replays at most an eighth of the history after the snapshot it
-    starts from (which it had to read whole anyway)."""
-    return max(SNAPSHOT_INTERVAL, 1 << max(0, version.bit_length() - 4))
-
-
-def snapshot_due(before: int, after: int) -> bool:
-    """Whether an aggregate that went from version `before` to `after` crossed a
-    snapshot point (a multiple of the interval at `after`)."""
-    step = snapshot_interval(after)
-    return after // step > before // step
-
-
 class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
     """The library's recorder on the library's table, inserting a batch as one
     executemany instead of one ORM object per event: on SQLite through the driver
@@ -239,6 +220,25 @@ _conversation_id = lru_cache(maxsize=AGGREGATE_CACHE_SIZE)(conversation_id)
 # The library defines its record classes lazily in a process-wide registry that is not
 # thread-safe: two ledgers constructed at once could both try to define the same table.
 _CONSTRUCTION = threading.Lock()
+
+
+def snapshot_interval(version: int) -> int:
+    """Events between an aggregate's snapshots around `version`: SNAPSHOT_INTERVAL, and
+    once a key's history is long (from 2,048 events), the power of two between a
+    sixteenth and an eighth of it. A conversation's state holds every entry id of its
+    generations, so a snapshot grows with the transcript: at a fixed interval a
+    10,000-entry key wrote a ~1 MB snapshot every 100 events, O(n²) bytes over its
+    life. Intervals proportional to the version bound the snapshot bytes per event,
+    and a cold load replays at most an eighth of the history after the snapshot it
+    starts from (which it had to read whole anyway)."""
+    return max(SNAPSHOT_INTERVAL, 1 << max(0, version.bit_length() - 4))
+
+
+def snapshot_due(before: int, after: int) -> bool:
+    """Whether an aggregate that went from version `before` to `after` crossed a
+    snapshot point (a multiple of the interval at `after`)."""
+    step = snapshot_interval(after)
+    return after // step > before // step
 
 
 class LedgerApplication(Application[UUID]):

@@ -69,6 +69,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     conversations = uow.conversations
     # One moment for every event the unit of work records: they are recorded together,
     # and a shared moment is dumped and turned into SQLite's text once, not per event.
+    # Read through the module, whose clock tests replace.
     recorded_at = domain.conversation.utcnow()
 
     for number, facts in enumerate(batches):

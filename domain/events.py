@@ -152,13 +152,20 @@ class TranscriptEntry(Model):
 
 def _entry_digest(dumped: dict[str, Any]) -> str:
     """The digest of an entry from its `model_dump(mode="json")`: what the dump with
-    `by_alias=True` hashed (aliases rename only the entry's own keys, not its content's)."""
-    return digest(canonical_json({_ENTRY_ALIASES[name]: value for name, value in dumped.items()}))
+    `by_alias=True` hashed (aliases rename only the entry's own keys, not its content's;
+    canonical JSON sorts the keys, so a copy with the renamed ones moved will do)."""
+    aliased = dumped.copy()
+    for name, alias in _ENTRY_RENAMES:
+        aliased[alias] = aliased.pop(name)
+    return digest(canonical_json(aliased))
 
 
-_ENTRY_ALIASES: dict[str, str] = {
-    name: info.alias or name for name, info in TranscriptEntry.model_fields.items()
-}
+# The entry's fields whose alias differs from their name (parent_id -> parentId).
+_ENTRY_RENAMES: tuple[tuple[str, str], ...] = tuple(
+    (name, info.alias)
+    for name, info in TranscriptEntry.model_fields.items()
+    if info.alias is not None and info.alias != name
+)
 
 
 class TranscriptAppendedFact(Fact):

@@ -24,7 +24,7 @@ from eventsourcing.utils import get_topic, resolve_topic
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
-from domain.events import ORIGINATOR_FIELDS, Fact
+from domain.events import ORIGINATOR_FIELDS, ConversationSnapshot, Fact
 from infrastructure import jsoncodec
 
 
@@ -78,6 +78,20 @@ def stored_event(
     return stored
 
 
+def _snapshot_state(snapshot: ConversationSnapshot) -> dict[str, Any]:
+    """A snapshot's `model_dump(mode="json")` minus the originator fields, built directly:
+    its state is JSON-ready already (`Conversation.to_state`), and pydantic's dump copied
+    it value by value (75 µs for an 800-entry key, against orjson's 11 µs for the bytes).
+    The timestamp's text differs from pydantic's (`+00:00` for `Z`); both read back as
+    the same moment."""
+    fields = snapshot.__dict__
+    return {
+        "timestamp": fields["timestamp"].isoformat(),
+        "topic": fields["topic"],
+        "state": fields["state"],
+    }
+
+
 _new = object.__new__
 _setattr = object.__setattr__
 
@@ -100,6 +114,8 @@ class PydanticMapper(Mapper[UUID]):
             if is_fact:
                 # The event's one dump, which its receipt fingerprint shares (never mutated).
                 state = cast(Fact, event).dumped()
+            elif cls is ConversationSnapshot:
+                state = _snapshot_state(cast(ConversationSnapshot, event))
             else:
                 state = event.model_dump(mode="json", exclude=ORIGINATOR_FIELDS)
             if class_version > 1:

@@ -11,7 +11,15 @@ from eventsourcing.utils import get_topic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.events import Recorded, RunStarted, RunStartedFact
+from domain.conversation import Conversation
+from domain.events import (
+    ConversationSnapshot,
+    OverridesChangedFact,
+    Recorded,
+    RunStarted,
+    RunStartedFact,
+    TranscriptAppendedFact,
+)
 from infrastructure.mapper import OrjsonTranscoder, PydanticMapper, stored_event
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -103,3 +111,52 @@ def test_every_aware_time_reaches_the_log_as_the_same_instant(
     assert logged.fingerprint() == fact.fingerprint()  # what the rebuild recomputes
     if offset.utcoffset(None) % timedelta(minutes=1) == timedelta(0):
         assert fact.occurred_at.utcoffset() == offset.utcoffset(None)  # kept as given
+
+
+JSON_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)  # beyond orjson's 64 bits too
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+
+
+@given(st.dictionaries(st.from_regex(r"[a-z]{1,8}", fullmatch=True), JSON_VALUES, max_size=4))
+def test_a_snapshot_reads_back_as_pydantics_own_dump_does(overrides: dict[str, Any]) -> None:
+    """The snapshot's state is dumped without pydantic (`_snapshot_state`); what it reads
+    back as must equal what pydantic's dump of the same snapshot reads back as."""
+    conversation = Conversation.open("agent:main:main", at=NOW, writer="ingress")
+    sid = conversation.current_session_id
+    assert sid is not None
+    tags: dict[str, Any] = {"session_key": "agent:main:main", "session_id": sid, "occurred_at": NOW}
+    conversation.record(
+        RunStartedFact(event_id="e1", run_id="r1", writer="runner", trigger="user", **tags)
+    )
+    for n in range(3):
+        parent = f"m{n - 1}" if n else None
+        entry: dict[str, Any] = {"id": f"m{n}", "parent_id": parent, "role": "user"}
+        entry |= {"content": {"text": f"turn {n}"}, "timestamp": NOW}
+        conversation.record(
+            TranscriptAppendedFact(event_id=f"t{n}", writer="runner", entry=entry, **tags)
+        )
+    if overrides:
+        conversation.record(
+            OverridesChangedFact(event_id="o1", writer="ingress", overrides=overrides, **tags)
+        )
+    snapshot = conversation.take_snapshot()
+    ours = mapper().to_stored_event(snapshot)
+    pydantics = mapper().transcoder.encode(
+        snapshot.model_dump(mode="json", exclude={"originator_id", "originator_version"})
+    )
+    read = mapper().to_domain_event(ours)
+    assert type(read) is ConversationSnapshot
+    assert read == mapper().to_domain_event(
+        StoredEvent(ours.originator_id, ours.originator_version, ours.topic, pydantics)
+    )
+    assert read == snapshot
+    assert Conversation.from_snapshot(read).to_state() == conversation.to_state()

@@ -51,6 +51,11 @@ from domain.values import SOFT_REASONS, Interaction, ResetReason, Writer
 Outcome = Literal["applied", "archived", "duplicate", "rejected"]
 RUNNING = "running"
 KEY_NAMESPACE = uuid5(NAMESPACE_URL, "sessionledger:sessionKey")
+# Hex digits of an entry's content digest a generation remembers: 128 bits tell a retried
+# append from a reused entry id with other content as surely as all 256 do, and a
+# snapshot holds every remembered digest, so they are half its bytes (the hash chain
+# still links the full digests; they live in the events).
+REMEMBERED_DIGITS = 32
 
 
 def conversation_id(session_key: str) -> UUID:
@@ -90,7 +95,8 @@ class Generation:
     opened_at: datetime
     last_interaction_at: datetime | None = None
     runs: dict[str, str] = field(default_factory=dict)  # runId -> "running" | terminal status
-    entries: dict[str, str] = field(default_factory=dict)  # entryId -> content digest
+    # entryId -> the content digest's first REMEMBERED_DIGITS
+    entries: dict[str, str] = field(default_factory=dict)
     head: str = ""
     resumable: bool = False
     bindings: dict[str, str] = field(default_factory=dict)
@@ -123,13 +129,21 @@ class Generation:
             opened_at=datetime.fromisoformat(state["opened_at"]),
             last_interaction_at=datetime.fromisoformat(last) if last else None,
             runs=dict(state["runs"]),
-            entries=dict(state["entries"]),
+            entries=_remembered(state["entries"]),
             head=state["head"],
             resumable=state["resumable"],
             bindings=dict(state["bindings"]),
             overrides=dict(state["overrides"]),
             pruned=state.get("pruned", False),  # snapshots from before pruning existed
         )
+
+
+def _remembered(entries: dict[str, str]) -> dict[str, str]:
+    """A snapshot's entry digests as a generation remembers them (snapshots taken before
+    REMEMBERED_DIGITS hold whole digests)."""
+    if any(len(digest) > REMEMBERED_DIGITS for digest in entries.values()):
+        return {entry_id: digest[:REMEMBERED_DIGITS] for entry_id, digest in entries.items()}
+    return dict(entries)
 
 
 class Conversation:
@@ -334,7 +348,7 @@ class Conversation:
         entry_digest = fact.entry_digest()
         entries = generation.entries
         known = entries.get(entry_id)
-        if known == entry_digest:
+        if known == entry_digest[:REMEMBERED_DIGITS]:
             # A retried append under a new eventId: the entry is already there.
             return Decision(
                 "duplicate",
@@ -564,7 +578,7 @@ def evolve(
         generation.runs[event.run_id] = "failed"
     elif type(event) is TranscriptAppended:
         entry = event.entry
-        generation.entries[entry.id] = entry.digest()
+        generation.entries[entry.id] = entry.digest()[:REMEMBERED_DIGITS]
         generation.head = event.entry_hash
         if entry.role == "assistant":
             generation.resumable = True

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 
-from domain.conversation import Conversation, evolve
+from domain.conversation import REMEMBERED_DIGITS, Conversation, evolve
 from domain.errors import SessionChanged, SessionDeleted
 from domain.events import (
     RunEndedFact,
@@ -113,6 +114,33 @@ def test_transcript_duplicates_conflicts_and_parents() -> None:
     assert conversation.generations[s1].resumable  # an assistant entry exists (§4.9)
     events = conversation.collect_events()
     assert [e.type for e in events].count("transcript.appended") == 2
+
+
+@pytest.mark.parametrize("whole_digests", [False, True], ids=["snapshot", "older snapshot"])
+def test_a_generation_loaded_from_a_snapshot_still_tells_retries_from_conflicts(
+    whole_digests: bool,
+) -> None:
+    """Generations remember a prefix of each entry's digest (their snapshots' bulk);
+    snapshots taken before that hold whole digests and load as the prefix."""
+    conversation, s1 = opened()
+    first = entry("m1")
+    conversation.record(TranscriptAppendedFact(**tags(s1, "e1", entry=first)))
+    snapshot = conversation.take_snapshot()
+    assert snapshot.state["generations"][s1]["entries"] == {
+        "m1": first.digest()[:REMEMBERED_DIGITS]
+    }
+    if whole_digests:
+        state = copy.deepcopy(snapshot.state)
+        state["generations"][s1]["entries"]["m1"] = first.digest()
+        snapshot = snapshot.model_copy(update={"state": state})
+    loaded = Conversation.from_snapshot(snapshot)
+    assert loaded.to_state() == conversation.to_state()
+    append = lambda eid, e: loaded.record(  # noqa: E731
+        TranscriptAppendedFact(**tags(s1, eid, entry=e))
+    )
+    assert append("e2", entry("m1")).outcome == "duplicate"
+    assert append("e3", entry("m1", text="other")).outcome == "rejected"
+    assert append("e4", entry("m2", parent="m1")).outcome == "applied"
 
 
 def test_the_aggregate_rebuilds_from_its_events() -> None:

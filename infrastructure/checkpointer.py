@@ -13,11 +13,11 @@ BACKSTOP_PAGES, so the WAL stays bounded should this thread fall behind or fail.
 A checkpoint never decides what is durable: a commit is synced to the WAL before it
 is acknowledged (synchronous=FULL), and SQLite replays the WAL on open after a crash.
 
-The price is paid across processes: the writers' own checkpoints had left gaps in
-their stream of transactions, in which another process polling for the writer lock
-(SQLite's sleeping busy handler) got it. Without them a reset from another process
-under heavy load measured waits of up to 1.75 s where it had waited up to 0.14 s; with
-the backstop at SQLite's 1,000 pages the waits came back, and so did ingest's cost.
+The writers' own checkpoints had left gaps in their stream of transactions, in which
+another process waiting for the writer lock in SQLite's busy handler (sleeps of up to
+100 ms) got it. Without them a reset from another process under heavy load waited up
+to 1.75 s, until writers asked for the lock every millisecond instead
+(`database._begin_immediate`): tens of milliseconds.
 """
 
 from __future__ import annotations

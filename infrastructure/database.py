@@ -50,8 +50,8 @@ class Database:
         self.dialect = self.engine.dialect.name
         # A SQLite file's checkpoints run after commits, not in them (checkpointer.py).
         self.checkpointer = Checkpointer(path) if path is not None else None
-        # SQLite's busy handler polls with back-off; this process's writers queue on a lock
-        # instead. (Across processes SQLite's busy handler still decides; see docs.)
+        # This process's writers queue on a lock; the one waiting for another process
+        # asks SQLite for the write lock every millisecond (_begin_immediate).
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
         # This thread's write transaction: its connection, and an ORM session on it once
         # anything asked for one.
@@ -395,6 +395,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
             opened.append(_file_identity(path) or (0, 0))
 
     dialect = engine.dialect
+    busy_pragma = f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}"
 
     def do_begin(dbapi_connection: Any) -> None:
         """BEGIN, issued by us (pysqlite must not: see above). The dialect's hook rather
@@ -402,9 +403,15 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
         Connection joins the engine's event dispatch and dispatches begin and commit,
         about 20 µs per transaction. Driver errors raised here SQLAlchemy raises as its
         own, like any statement's."""
-        begin = "BEGIN IMMEDIATE" if _WRITE_BEGIN.__dict__.get("immediate") else "BEGIN"
         raw = dbapi_connection.dbapi_connection
-        raw.execute(begin)
+        info = dbapi_connection.info
+        if _WRITE_BEGIN.__dict__.get("immediate"):
+            _begin_immediate(raw, info, busy_timeout)
+        else:
+            if info.get(_POLLING):
+                raw.execute(busy_pragma)  # a reader waits in SQLite's busy handler
+                info[_POLLING] = False
+            raw.execute("BEGIN")
         # Checked once the transaction holds its lock, so only a removal during the
         # transaction itself can still slip by.
         if path is not None and opened and _file_identity(path) != opened[0]:
@@ -413,6 +420,44 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
             raise StoreUnavailable(f"database file {path} was removed or replaced")
 
     dialect.do_begin = do_begin  # type: ignore[method-assign]
+
+
+# The pooled connection's busy timeout is 0 (set for BEGIN IMMEDIATE's polling), not the
+# store's: a key of its `info`, which lives as long as the driver connection.
+_POLLING = "sessionledger_polling"
+# How often a writer asks for SQLite's write lock while another process holds it.
+POLL_SECONDS = 0.001
+
+
+def _begin_immediate(raw: sqlite3.Connection, info: dict[Any, Any], busy_timeout: float) -> None:
+    """BEGIN IMMEDIATE, asked for every POLL_SECONDS until the busy timeout has passed.
+
+    SQLite's own busy handler sleeps 1, 2, 5, ... up to 100 ms between tries. A process
+    whose writers hand the lock on to each other at once leaves it free only for
+    microseconds between transactions, so a writer in another process that sleeps
+    100 ms at a time waited seconds for one of those moments (a reset from a second
+    process, 0.01-1.75 s). Asking every millisecond finds one within tens of them.
+    Within this process writers already queue on `Database`'s lock, so at most one
+    thread a process polls. The connection keeps a busy timeout of 0 while it writes
+    (nothing else in a write transaction waits for a lock) and gets the store's back
+    before a read."""
+    if not info.get(_POLLING):
+        raw.execute("PRAGMA busy_timeout = 0")
+        info[_POLLING] = True
+    deadline = None
+    while True:
+        try:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        except sqlite3.OperationalError as error:
+            if error.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # extended codes too
+                raise
+            now = time.monotonic()
+            if deadline is None:
+                deadline = now + busy_timeout
+            elif now >= deadline:
+                raise
+            time.sleep(POLL_SECONDS)
 
 
 def _use_wal(cursor: Any, busy_timeout: float) -> None:

@@ -129,11 +129,12 @@ def test_a_concurrent_reset_is_a_takeover_not_an_error(
     Writers append (at most `most` times each) until two of their appends came back
     archived, so each of them is in flight across the reset however slowly it arrives.
     """
-    # A bound, not a target: writers stop at their second archived answer. Across
-    # processes the reset polls for the writer lock with SQLite's sleeping busy handler
-    # while each process hands it on at once, so it can wait for seconds (a known
-    # limit), long enough for a fast writer to make hundreds of appends.
-    most = 3000
+    # A bound, not a target: writers stop at their second archived answer. The reset
+    # polls for the writer lock every millisecond (database._begin_immediate) while the
+    # other processes hand it on at once, so it waits tens of milliseconds, a few
+    # appends of each writer. With SQLite's own sleeping busy handler it waited up to
+    # seconds, and writers ran past 300 appends before it landed.
+    most = 300
     writers = PROCESSES * THREADS
     with Ledger.open(database_url) as ledger:
         old = ledger.resolve(KEY, at=T0).session.session_id

@@ -151,6 +151,25 @@ def test_a_lock_held_by_another_process_is_waited_for_within_the_busy_timeout(
         assert_replay_equals_live(ledger)
 
 
+def test_writers_poll_for_the_lock_and_readers_keep_the_busy_timeout(sqlite_url: str) -> None:
+    """A write asks for the lock itself (busy timeout 0 on its connection, polled from
+    Python: database._begin_immediate); the same pooled connection reading afterwards
+    waits in SQLite's busy handler for the store's whole busy timeout again."""
+    with Ledger.open(sqlite_url, busy_timeout=BUSY) as ledger:
+        database = ledger.database
+
+        def busy_ms(connection: Any) -> Any:
+            return connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
+
+        for _ in range(2):
+            with database.writing() as connection:
+                writer = connection.connection.dbapi_connection
+                assert busy_ms(connection) == 0
+            with database.reading() as connection:
+                assert connection.connection.dbapi_connection is writer  # pooled: the same
+                assert busy_ms(connection) == int(BUSY * 1000)
+
+
 # -- SQLite: full ------------------------------------------------------------------------
 
 

@@ -23,7 +23,6 @@ from sqlalchemy import (
     String,
     Table,
     Text,
-    UniqueConstraint,
 )
 from sqlalchemy import text as sql_text
 from sqlalchemy.types import TypeDecorator, TypeEngine
@@ -275,7 +274,8 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("entry_hash", String(64), nullable=False),
         Column("position", BigInteger, nullable=False),
         Column("recorded_at", UTCDateTime, nullable=False),
-        UniqueConstraint("session_id", "entry_id", name=f"uq_ledger_entries{suffix}_entry"),
+        # No index by entry id: nothing reads one, and the aggregate decides that an id
+        # is used once a generation (migration 0010 dropped the unique one).
     )
     receipts = Table(
         f"ledger_receipts{suffix}",

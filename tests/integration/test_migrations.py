@@ -121,6 +121,45 @@ def test_receipts_lose_their_fingerprint_and_retries_still_answer_the_same(
         assert other.reason == "eventId: already used for a different event"
 
 
+def test_entries_lose_their_id_index_with_rows_in_place(engine: Engine, database_url: str) -> None:
+    """0010 drops the unique (session_id, entry_id) index (SQLite by rebuilding the
+    table): every entry row survives the round trip through the downgrade, and the
+    store still tells a retried append from a reused entry id afterwards."""
+    with Ledger.open(database_url) as ledger:
+        exercise(ledger)
+        s1 = ledger.generations(KEY)[0].session_id
+    query = text("SELECT * FROM ledger_entries ORDER BY session_id, seq")
+
+    def entries() -> list[tuple[Any, ...]]:
+        with engine.connect() as connection:
+            return [tuple(r) for r in connection.execute(query)]
+
+    def unique_columns(table: str) -> list[list[str | None]]:
+        return [u["column_names"] for u in inspect(engine).get_unique_constraints(table)]
+
+    rows = entries()
+    assert len(rows) == 3
+    for revision in ("0009", "head"):
+        upgrade(engine, revision) if revision == "head" else _downgrade(engine, revision)
+        for table in ("ledger_entries", "ledger_entries_shadow"):
+            indexed = ["session_id", "entry_id"] in unique_columns(table)
+            assert indexed == (revision == "0009"), (table, revision)
+        assert entries() == rows
+    with Ledger.open(database_url, upgrade="never") as ledger:
+        base = {"sessionKey": KEY, "sessionId": s1, "occurredAt": T0.isoformat()}
+        entry = {"id": "m0", "role": "user", "content": "hi", "timestamp": T0.isoformat()}
+        retry, reuse = ledger.record(
+            [
+                {**base, "writer": "runner", "type": "transcript.appended", "eventId": "t9"}
+                | {"entry": entry},
+                {**base, "writer": "runner", "type": "transcript.appended", "eventId": "t10"}
+                | {"entry": {**entry, "content": "other"}},
+            ]
+        )
+        assert (retry.outcome, reuse.outcome) == ("duplicate", "rejected")
+        assert ledger.verify().ok
+
+
 def receipts(engine: Engine) -> dict[str, tuple[Any, ...]]:
     """eventId -> (outcome, sessionId, position) of every receipt."""
     query = text("SELECT event_id, outcome, session_id, position FROM ledger_receipts")

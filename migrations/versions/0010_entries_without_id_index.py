@@ -9,7 +9,8 @@ commit's 835 WAL pages (each key's leaf pages split and rewritten batch after ba
 and ~2% of ingest's instructions (docs/performance.md, item 58).
 
 SQLite drops a table's constraint only by rebuilding the table: batch mode copies the
-entries once (the embedded store does this on its first open after upgrading).
+entries once (the embedded store does this on its first open after upgrading; 7.8 s
+for 505,000 entries, and the old table's pages stay in the file, free for later writes).
 PostgreSQL drops it in place. Nothing else changes, so no rebuild is needed.
 Downgrading adds the constraint back.
 

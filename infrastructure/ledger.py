@@ -45,7 +45,7 @@ from domain.policies import FreshnessPolicy
 from domain.values import MAX_BATCH_EVENTS, Instant, Interaction, ResetReason, Status, Writer
 from infrastructure.application import LedgerApplication
 from infrastructure.batch import RecordResult, record_batch, record_batches
-from infrastructure.collector import collector_at_ease
+from infrastructure.collector import at_ease_for, collector_at_ease
 from infrastructure.database import Database, translate_faults
 from infrastructure.group_commit import CommitQueue
 from infrastructure.log import EventLog
@@ -158,7 +158,10 @@ class Ledger:
         Concurrent calls share a transaction and its durable commit (group commit,
         infrastructure.group_commit); each is answered as if it had run alone, in turn.
         """
-        return self.commits.submit(parse_batch(events))
+        facts = events if isinstance(events, list) else list(events)
+        # One window for validating and recording: between two, the collector would scan
+        # the validated facts once for nothing (they live on into the record).
+        return at_ease_for(len(facts), lambda: self.commits.submit(parse_batch(facts)))
 
     def _commit_queue(self) -> CommitQueue[list[Fact], list[RecordResult]]:
         return CommitQueue(

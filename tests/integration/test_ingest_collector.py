@@ -42,20 +42,31 @@ def appends(session_id: str, count: int, first: int = 1) -> list[dict[str, objec
 def test_a_large_batch_eases_the_collector_and_restores_it(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Validation and the record share one window (between two, the restored collector
+    scanned the validated facts, which live on into the record, for nothing)."""
     seen: list[tuple[tuple[int, int, int], int]] = []
     decide = infrastructure.batch._record_batches
+    opened: list[int] = []
+    freeze = gc.freeze
 
     def spy(*args: object) -> object:
         seen.append((gc.get_threshold(), gc.get_freeze_count()))
         return decide(*args)  # type: ignore[arg-type]
 
+    def counting_freeze() -> None:
+        opened.append(gc.get_freeze_count())
+        freeze()
+
     monkeypatch.setattr(infrastructure.batch, "_record_batches", spy)
+    monkeypatch.setattr(gc, "freeze", counting_freeze)
     size = infrastructure.collector.AT_EASE_FROM
     with Ledger.open(sqlite_url) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         seen.clear()
+        opened.clear()
         results = ledger.record(appends(sid, size))
         assert [r.outcome for r in results] == ["applied"] * size
+        assert len(opened) == 1  # one window
         ledger.record(appends(sid, 1, first=size + 1))
         assert gc.get_threshold() == (700, 10, 10)
         assert gc.get_freeze_count() == 0
@@ -82,29 +93,5 @@ def test_a_large_batch_is_validated_with_the_collector_at_ease(
         ledger.record(appends(sid, size))
         ledger.record(appends(sid, size - 1, first=size + 1))
         assert seen == [(50_000, 10, 10), (700, 10, 10)]
-        assert gc.get_threshold() == (700, 10, 10)
-        assert gc.get_freeze_count() == 0
-
-
-def test_a_large_batch_is_validated_and_recorded_in_one_window(
-    sqlite_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Between two windows the restored collector scanned the validated facts, which
-    live on into the record, for nothing (a young collection of ~0.4 ms a batch)."""
-    opened: list[int] = []
-    freeze = gc.freeze
-
-    def counting_freeze() -> None:
-        opened.append(gc.get_freeze_count())
-        freeze()
-
-    monkeypatch.setattr(gc, "freeze", counting_freeze)
-    size = infrastructure.collector.AT_EASE_FROM
-    with Ledger.open(sqlite_url) as ledger:
-        sid = ledger.resolve(KEY, at=T0).session.session_id
-        opened.clear()
-        results = ledger.record(appends(sid, size))
-        assert [r.outcome for r in results] == ["applied"] * size
-        assert len(opened) == 1
         assert gc.get_threshold() == (700, 10, 10)
         assert gc.get_freeze_count() == 0

@@ -25,8 +25,8 @@ T = TypeVar("T")
 
 YOUNG_THRESHOLD = 50_000
 # Facts in one batch from which the cyclic collector is put at ease while they are
-# validated (infrastructure/validation.py), decided, recorded and folded
-# (infrastructure/batch.py): 1,000 facts allocate enough surviving objects for
+# validated, decided, recorded and folded (`Ledger.record`, one window; a group commit's
+# batches together, infrastructure/batch.py): 1,000 facts allocate enough surviving objects for
 # ~33 young and ~3 middle collections and, every few batches, a full one over the whole
 # process, about a tenth of ingest's instructions. A single command allocates too few
 # for any (and the switch would cost it a few µs).

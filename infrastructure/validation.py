@@ -10,7 +10,6 @@ from pydantic import TypeAdapter, ValidationError
 from domain.errors import InvalidEvent, LimitExceeded
 from domain.events import INCOMING_TYPES, Fact, IncomingFact
 from domain.values import MAX_BATCH_EVENTS, Identifier, SessionKey
-from infrastructure.collector import at_ease_for
 from infrastructure.unit_of_work import UnitOfWork
 
 _FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
@@ -45,8 +44,8 @@ def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
         raise LimitExceeded("events", f"holds {len(items)} events; at most {MAX_BATCH_EVENTS}")
     if not items:
         raise InvalidEvent("events", "must hold at least 1 event")
-    # Validation allocates like the rest of the batch.
-    return at_ease_for(len(items), lambda: _parse(items))
+    # Ledger.record validates inside the batch's window of the collector at ease.
+    return _parse(items)
 
 
 def _parse(items: list[Fact | Mapping[str, Any]]) -> list[Fact]:

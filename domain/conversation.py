@@ -18,6 +18,7 @@ from eventsourcing.utils import get_topic
 
 from domain.errors import InvalidEvent, SessionChanged, SessionDeleted
 from domain.events import (
+    GENESIS_HASH,
     BindingDropped,
     BindingDroppedFact,
     BindingSet,
@@ -97,7 +98,7 @@ class Generation:
     runs: dict[str, str] = field(default_factory=dict)  # runId -> "running" | terminal status
     # entryId -> the content digest's first REMEMBERED_DIGITS
     entries: dict[str, str] = field(default_factory=dict)
-    head: str = ""
+    head: str = GENESIS_HASH
     resumable: bool = False
     bindings: dict[str, str] = field(default_factory=dict)
     overrides: dict[str, Any] = field(default_factory=dict)

@@ -501,6 +501,10 @@ class ConversationSnapshot(BaseModel):
     state: dict[str, Any]
 
 
+# What a generation's first transcript entry links to.
+GENESIS_HASH = ""
+
+
 def chain_hash(prev_hash: str, entry_digest: str) -> str:
     """One link of a generation's transcript hash chain."""
     return digest(f"{prev_hash}:{entry_digest}".encode())

@@ -58,7 +58,7 @@ from infrastructure.maintenance import BindingsReport, PruneReport, RecoverRepor
 from projections.audit import AuditReport, to_markdown
 from projections.queries import MAX_PAGE
 from projections.reports import StatusReport
-from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
+from projections.rows import EntryView, GenerationRow, RunRow, SessionView
 
 log = logging.getLogger("sessionledger.http")
 
@@ -110,7 +110,7 @@ class SessionsPage(Model):
 class TranscriptResponse(Model):
     session_key: str
     session_ids: list[str]
-    entries: list[EntryRow]
+    entries: list[EntryView]
 
 
 class Health(Model):

@@ -60,7 +60,7 @@ from projections.projector import Executor, Projector, RowCache
 from projections.queries import Page, Queries
 from projections.replay import Mismatch, compare, replayed_rows, stored_rows
 from projections.reports import StatusReport, status_report
-from projections.rows import CAMEL, EntryRow, GenerationRow, RunRow, SessionView
+from projections.rows import CAMEL, EntryView, GenerationRow, RunRow, SessionView
 from projections.state import RowSet
 from projections.tables import TABLES
 
@@ -409,7 +409,7 @@ class Ledger:
 
     def transcript(
         self, session_key: str, *, session_id: str | None = None, lineage: bool = False
-    ) -> list[EntryRow]:
+    ) -> list[EntryView]:
         """Entries of one generation (default: the current one), or of its whole lineage."""
         with self.database.reading() as connection:
             if session_id is None:
@@ -425,7 +425,7 @@ class Ledger:
             if generation is None or generation.session_key != session_key:
                 raise UnknownSession(session_key)
             ids = self.queries.lineage(connection, session_id) if lineage else [session_id]
-            return self.queries.transcript(connection, ids)
+            return self.queries.transcript(connection, session_key, ids)
 
     def log(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LedgerEvent]]:
         """Recorded events in log order, with their positions."""

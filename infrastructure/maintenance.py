@@ -45,7 +45,7 @@ from infrastructure.collector import collector_at_ease
 from infrastructure.database import translate_faults
 from projections.projector import Executor, Projector, SqlRowLoader
 from projections.replay import Mismatch
-from projections.rows import CAMEL, EntryRow, GenerationRow, RunRow, row_values
+from projections.rows import CAMEL, GenerationRow, RunRow, entry_viewer, row_values
 from projections.state import RowSet
 from projections.tables import PROJECTION_NAME, RUNNING, SHADOW, TABLES
 from projections.verify import ChainChecker, compare_tables
@@ -673,8 +673,9 @@ def _export(ledger: Ledger, generation: GenerationRow, directory: Path) -> Path:
         rows = connection.execution_options(stream_results=True, max_row_buffer=PAGE).execute(
             select(e).where(e.c.session_id == generation.session_id).order_by(e.c.seq)
         )
+        view = entry_viewer(generation.session_key)
         for row in rows:
-            out.write(json.dumps(_camel(row_values(EntryRow(**row._mapping))), default=str) + "\n")
+            out.write(json.dumps(_camel(row_values(view(**row._mapping))), default=str) + "\n")
     partial.replace(target)
     return target
 

@@ -210,8 +210,6 @@ def fold(
             timestamp=item.timestamp.astimezone(UTC),
             writer=writer,
             run_id=event.run_id,
-            session_key=session_key,
-            prev_hash=event.prev_hash,
             entry_hash=entry_hash,
             position=position,
             recorded_at=recorded,

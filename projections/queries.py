@@ -15,12 +15,20 @@ from sqlalchemy import Connection, bindparam, or_, select
 
 from domain.values import Status
 from projections.raw import RawSelect, in_field_order
-from projections.rows import EntryRow, GenerationRow, RunRow, SessionRow, SessionView, slot_builder
+from projections.rows import (
+    EntryRow,
+    EntryView,
+    GenerationRow,
+    RunRow,
+    SessionRow,
+    SessionView,
+    entry_viewer,
+    slot_builder,
+)
 from projections.tables import ReadModelTables
 
 MAX_PAGE = 1000
 
-_ENTRY = slot_builder(EntryRow)
 _GENERATION = slot_builder(GenerationRow)
 _RUN = slot_builder(RunRow)
 _SESSION = slot_builder(SessionRow)
@@ -146,11 +154,14 @@ class Queries:
     def runs_of(self, connection: Connection, session_id: str) -> list[RunRow]:
         return self._runs_of.rows(connection, _RUN, id=session_id)
 
-    def transcript(self, connection: Connection, session_ids: list[str]) -> list[EntryRow]:
-        """Entries of the given generations, generation by generation, each in log order."""
-        entries: list[EntryRow] = []
+    def transcript(
+        self, connection: Connection, session_key: str, session_ids: list[str]
+    ) -> list[EntryView]:
+        """Entries of the given generations of `session_key`, generation by generation,
+        each in log order."""
+        entries: list[EntryView] = []
         for session_id in session_ids:
-            entries.extend(self._entries.rows(connection, _ENTRY, id=session_id))
+            entries.extend(self._entries.rows(connection, entry_viewer(session_key), id=session_id))
         return entries
 
     def lineage(self, connection: Connection, session_id: str) -> list[str]:

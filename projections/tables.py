@@ -269,8 +269,8 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         Column("timestamp", UTCDateTime, nullable=False),
         Column("writer", SHORT, nullable=False),
         Column("run_id", ID),
-        Column("session_key", KEY, nullable=False),
-        Column("prev_hash", String(64), nullable=False),
+        # No session_key, no prev_hash: the generation's row and the previous entry's
+        # hold them (migration 0011); EntryView puts them back for readers.
         Column("entry_hash", String(64), nullable=False),
         Column("position", BigInteger, nullable=False),
         Column("recorded_at", UTCDateTime, nullable=False),

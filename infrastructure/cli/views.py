@@ -13,7 +13,7 @@ from infrastructure.cli.common import short, when
 from projections.audit import AuditEntry, AuditReport, human
 from projections.replay import Mismatch
 from projections.reports import StatusReport
-from projections.rows import EntryRow, SessionView
+from projections.rows import EntryView, SessionView
 
 
 def sessions_table(rows: Iterable[SessionView], title: str = "sessions") -> Table:
@@ -224,7 +224,7 @@ def audit_tables(report: AuditReport) -> list[Table | str]:
     return parts
 
 
-def transcript_table(entries: Iterable[EntryRow], title: str = "transcript") -> Table:
+def transcript_table(entries: Iterable[EntryView], title: str = "transcript") -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)
     for column in ("sessionId", "#", "id", "parent", "role", "writer", "content"):
         table.add_column(column, overflow="fold")

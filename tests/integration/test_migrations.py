@@ -128,7 +128,10 @@ def test_entries_lose_their_id_index_with_rows_in_place(engine: Engine, database
     with Ledger.open(database_url) as ledger:
         exercise(ledger)
         s1 = ledger.generations(KEY)[0].session_id
-    query = text("SELECT * FROM ledger_entries ORDER BY session_id, seq")
+    query = text(
+        "SELECT session_id, seq, entry_id, role, content, entry_hash, position "
+        "FROM ledger_entries ORDER BY session_id, seq"
+    )
 
     def entries() -> list[tuple[Any, ...]]:
         with engine.connect() as connection:
@@ -157,6 +160,34 @@ def test_entries_lose_their_id_index_with_rows_in_place(engine: Engine, database
             ]
         )
         assert (retry.outcome, reuse.outcome) == ("duplicate", "rejected")
+        assert ledger.verify().ok
+
+
+def test_entries_lose_their_key_and_link_with_rows_in_place(
+    engine: Engine, database_url: str
+) -> None:
+    """0011 drops `session_key` and `prev_hash` from the entry rows: readers get both
+    back from the generation and the previous entry, the same before and after a round
+    trip through the downgrade, which fills the columns from those neighbours again."""
+    with Ledger.open(database_url) as ledger:
+        exercise(ledger)
+        s1 = ledger.generations(KEY)[0].session_id
+        read = ledger.transcript(KEY, session_id=s1)
+    assert [(e.session_key, e.seq) for e in read] == [(KEY, 1), (KEY, 2), (KEY, 3)]
+    assert [e.prev_hash for e in read] == ["", read[0].entry_hash, read[1].entry_hash]
+    stored = text("SELECT session_id, seq, session_key, prev_hash FROM ledger_entries ORDER BY seq")
+    for revision in ("0010", "head"):
+        upgrade(engine, revision) if revision == "head" else _downgrade(engine, revision)
+        for table in ("ledger_entries", "ledger_entries_shadow"):
+            columns = {c["name"] for c in inspect(engine).get_columns(table)}
+            kept = {"session_key", "prev_hash"} & columns
+            assert kept == ({"session_key", "prev_hash"} if revision == "0010" else set())
+        if revision == "0010":
+            with engine.connect() as connection:
+                rows = [tuple(r) for r in connection.execute(stored)]
+            assert rows == [(s1, e.seq, KEY, e.prev_hash) for e in read]
+    with Ledger.open(database_url, upgrade="never") as ledger:
+        assert ledger.transcript(KEY, session_id=s1) == read
         assert ledger.verify().ok
 
 

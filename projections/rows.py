@@ -112,9 +112,9 @@ class RunRow:
 
 @dataclass(frozen=True, slots=True)
 class EntryRow:
-    """One transcript entry as stored: what its `EntryView` holds except what the row
-    next to it says (its generation's key, the previous entry's hash), which a 1,000-
-    event batch would otherwise write 1,000 times (migration 0011)."""
+    """One transcript entry as stored: its `EntryView` less what its neighbours hold
+    (the key, on its generation's row; `prevHash`, on the previous entry's row), which
+    every append would otherwise write again (migration 0011)."""
 
     __pydantic_config__ = CAMEL
 

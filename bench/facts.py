@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -10,14 +12,28 @@ _ids = itertools.count()
 
 
 def event_id() -> str:
+    """Ids that grow, as time-ordered ones (UUIDv7, ULID) do."""
     return f"b{next(_ids)}-{id(_ids):x}"
+
+
+def random_event_id() -> str:
+    """A UUIDv4, as many gateways send."""
+    return str(uuid.uuid4())
 
 
 class Chain:
     """One key's transcript: every append names the previous entry as its parent."""
 
-    def __init__(self, key: str, session_id: str, at: datetime, prefix: str = "m") -> None:
+    def __init__(
+        self,
+        key: str,
+        session_id: str,
+        at: datetime,
+        prefix: str = "m",
+        ids: Callable[[], str] = event_id,
+    ) -> None:
         self.key = key
+        self.ids = ids
         self.session_id = session_id
         self.at = at.isoformat()
         self.prefix = prefix
@@ -27,7 +43,7 @@ class Chain:
     def base(self, type_: str, **fields: Any) -> dict[str, Any]:
         return {
             "type": type_,
-            "eventId": event_id(),
+            "eventId": self.ids(),
             "sessionKey": self.key,
             "sessionId": self.session_id,
             "occurredAt": self.at,

@@ -38,6 +38,7 @@ def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> N
         "append 1 event/call",
         "ingest 100 events/call",
         "ingest 1000 events/call",
+        "UUIDv4 eventIds",
         "command cost",
         "transcript",
         "audit",

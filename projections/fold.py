@@ -383,7 +383,6 @@ def _receipt(
 ) -> ReceiptRow:
     return _receipt_row(
         event_id=event.event_id,
-        session_key=event.session_key,
         session_id=event.session_id,
         current_session_id=current_session_id,
         outcome=outcome,

@@ -287,14 +287,18 @@ def status_report(
     late = [
         LateEvent(
             event_id=row.event_id,
-            session_key=row.session_key,
+            session_key=row.session_key,  # the generation's: receipts do not repeat it
             session_id=row.session_id,
             current_session_id=row.current_session_id,
             position=row.position,
             recorded_at=row.recorded_at,
         )
         for row in connection.execute(
-            select(rc).where(late_window).order_by(rc.c.position.desc()).limit(LIST_LIMIT)
+            select(rc, g.c.session_key)
+            .join(g, g.c.session_id == rc.c.session_id)
+            .where(late_window)
+            .order_by(rc.c.position.desc())
+            .limit(LIST_LIMIT)
         )
     ]
 

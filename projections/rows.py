@@ -164,8 +164,7 @@ class ReceiptRow:
     __pydantic_config__ = CAMEL
 
     event_id: str
-    session_key: str
-    session_id: str
+    session_id: str  # its generation's row holds the key (migration 0012)
     current_session_id: str | None
     outcome: str
     position: int

@@ -281,7 +281,7 @@ def build_tables(suffix: str = "", metadata: MetaData | None = None) -> ReadMode
         f"ledger_receipts{suffix}",
         metadata,
         Column("event_id", ID, primary_key=True),
-        Column("session_key", KEY, nullable=False),
+        # No session_key: the generation's row holds it (migration 0012).
         Column("session_id", ID, nullable=False),
         Column("current_session_id", ID),
         Column("outcome", SHORT, nullable=False),

@@ -191,6 +191,30 @@ def test_entries_lose_their_key_and_link_with_rows_in_place(
         assert ledger.verify().ok
 
 
+def test_receipts_lose_their_key_and_late_events_still_name_it(
+    engine: Engine, database_url: str
+) -> None:
+    """0012 drops `session_key` from the receipts: the status report's late events take
+    it from the generation, before and after a round trip through the downgrade, which
+    fills the column from the generations again."""
+    with Ledger.open(database_url) as ledger:
+        exercise(ledger)
+        late = ledger.status_report().recent_late_events
+    assert [(e.event_id, e.session_key) for e in late] == [("e1", KEY)]
+    stored = text("SELECT DISTINCT session_key FROM ledger_receipts")
+    for revision in ("0011", "head"):
+        upgrade(engine, revision) if revision == "head" else _downgrade(engine, revision)
+        for table in ("ledger_receipts", "ledger_receipts_shadow"):
+            columns = {c["name"] for c in inspect(engine).get_columns(table)}
+            assert ("session_key" in columns) == (revision == "0011"), (table, revision)
+        if revision == "0011":
+            with engine.connect() as connection:
+                assert [r[0] for r in connection.execute(stored)] == [KEY]
+    with Ledger.open(database_url, upgrade="never") as ledger:
+        assert ledger.status_report().recent_late_events == late
+        assert ledger.verify().ok
+
+
 def receipts(engine: Engine) -> dict[str, tuple[Any, ...]]:
     """eventId -> (outcome, sessionId, position) of every receipt."""
     query = text("SELECT event_id, outcome, session_id, position FROM ledger_receipts")

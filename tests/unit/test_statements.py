@@ -21,7 +21,7 @@ from projections.tables import TABLES
 
 T = datetime(2026, 11, 22, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=2)))
 ROWS: list[tuple[Any, Any]] = [
-    (TABLES.receipts, ReceiptRow("e1", "agent:a:b:c:d", "s1", None, "applied", 7, T)),
+    (TABLES.receipts, ReceiptRow("e1", "s1", None, "applied", 7, T)),
     (
         TABLES.entries,
         EntryRow(

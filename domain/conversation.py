@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, cast, get_args
 from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.utils import get_topic
@@ -540,9 +540,11 @@ def evolve(
     conversation: Conversation | None, event: LedgerEvent | ConversationSnapshot
 ) -> Conversation:
     """Apply one event to the aggregate (the mutator of the library's projector function)."""
-    # type() first: isinstance on a pydantic class goes through its metaclass.
-    if type(event) is ConversationSnapshot or isinstance(event, ConversationSnapshot):
+    # A ledger event's exact class first: isinstance on a pydantic class goes through its
+    # metaclass (~70 ns a miss), and nearly every event folded is not a snapshot.
+    if type(event) not in _LEDGER_EVENT_CLASSES and isinstance(event, ConversationSnapshot):
         return Conversation.from_snapshot(event)
+    event = cast(LedgerEvent, event)  # what the check above let through
     if conversation is None:
         conversation = Conversation(event.originator_id, event.session_key)
     version = event.originator_version
@@ -563,7 +565,15 @@ def evolve(
         conversation.deleted = False
         return conversation
     generation = conversation.generations[sid]
-    if type(event) is SessionRotated:
+    if type(event) is TranscriptAppended:  # first: most of what a key's log holds
+        entry = event.entry
+        generation.entries[entry.id] = entry.digest()[:REMEMBERED_DIGITS]
+        generation.head = event.entry_hash
+        if entry.role == "assistant":
+            generation.resumable = True
+        if event.writer == "ingress":
+            _touch(generation, event.occurred_at)
+    elif type(event) is SessionRotated:
         conversation.current_session_id = None  # the GenerationOpened that follows sets it
     elif type(event) is SessionDeletedEvent:
         conversation.current_session_id = None
@@ -577,14 +587,6 @@ def evolve(
         generation.runs[event.run_id] = event.outcome
     elif type(event) is RunErrored:
         generation.runs[event.run_id] = "failed"
-    elif type(event) is TranscriptAppended:
-        entry = event.entry
-        generation.entries[entry.id] = entry.digest()[:REMEMBERED_DIGITS]
-        generation.head = event.entry_hash
-        if entry.role == "assistant":
-            generation.resumable = True
-        if event.writer == "ingress":
-            _touch(generation, event.occurred_at)
     elif type(event) is BindingSet:
         generation.bindings[event.provider] = event.cli_session_id
     elif type(event) is BindingDropped:
@@ -601,6 +603,10 @@ def evolve(
         generation.pruned = True
         generation.entries = {}  # the per-entry state pruning frees; the head stays
     return conversation
+
+
+# The classes `evolve` folds as events (exact types: none of them is a snapshot).
+_LEDGER_EVENT_CLASSES: frozenset[type] = frozenset(get_args(LedgerEvent))
 
 
 def _touch(generation: Generation, at: datetime) -> None:

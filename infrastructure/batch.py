@@ -62,7 +62,11 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     recorded_here: dict[str, int] = {}  # eventId -> the batch that recorded it
     retried: list[tuple[int, int]] = []  # (batch, index) of eventIds an earlier batch recorded
     repeated = False  # an eventId repeated within a batch (answered after the commit)
-    started = [f.run_id for b in batches for f in b if isinstance(f, RunStartedFact)]
+    # By the discriminator: isinstance on a pydantic class goes through its metaclass,
+    # ~70 ns for each fact that is not one (nearly all).
+    started = [
+        f.run_id for b in batches for f in b if f.type == RUN_STARTED and f.run_id is not None
+    ]
     if started:
         uow.rowset.prefetch(run_ids=started)
     first_seen: list[dict[str, int]] = []
@@ -95,7 +99,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                 unknown = f"sessionKey: unknown session {key!r}; resolve it first"
                 answers[index] = _rejected(fact, None, unknown)
                 continue
-            started_run = fact.run_id if isinstance(fact, RunStartedFact) else None
+            started_run = fact.run_id if fact.type == RUN_STARTED else None
             if started_run is not None:
                 known = uow.rowset.run(started_run)
                 owner = known.session_key if known is not None else started_here.get(started_run)
@@ -175,6 +179,8 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                 )
     return [[r for r in answers if r is not None] for answers in results]
 
+
+RUN_STARTED = RunStartedFact.model_fields["type"].default
 
 # RecordResult built through a plain twin (every field given): a frozen dataclass's
 # __init__ sets each field through object.__setattr__, and a batch answers every event.

@@ -284,3 +284,35 @@ def test_from_fact_refuses_what_validation_would() -> None:
     assert RECORDED["binding.set"].from_fact(fact, **recorded) == RECORDED[
         "binding.set"
     ].model_validate({**recorded, **dict(iter(fact))})
+
+
+def test_from_fact_refuses_derived_values_its_dump_cannot_pass_through() -> None:
+    """Derived fields join the event's dump as they are: only ints and strings may."""
+    import pytest
+
+    fact = FACT_CLASSES["transcript.appended"].model_validate(
+        {
+            "type": "transcript.appended",
+            "event_id": "e1",
+            "session_key": "k",
+            "session_id": "s1",
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "writer": "runner",
+            "entry": {
+                "id": "m1",
+                "role": "user",
+                "content": "hi",
+                "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+            },
+        }
+    )
+    recorded: dict[str, Any] = {
+        "originator_id": UUID(int=1),
+        "originator_version": 1,
+        "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+    }
+    good: dict[str, Any] = {"seq": 1, "prev_hash": "", "entry_hash": "h"}
+    assert RECORDED["transcript.appended"].from_fact(fact, **recorded, **good).seq == 1
+    for name, value in (("seq", True), ("seq", 1.0), ("prev_hash", None), ("entry_hash", b"h")):
+        with pytest.raises(TypeError):
+            RECORDED["transcript.appended"].from_fact(fact, **recorded, **{**good, name: value})

@@ -258,23 +258,8 @@ def test_from_fact_refuses_what_validation_would() -> None:
     """Not a shortcut around the schema: the wrong class, missing or misplaced fields."""
     import pytest
 
-    fact = FACT_CLASSES["binding.set"].model_validate(
-        {
-            "type": "binding.set",
-            "event_id": "e1",
-            "session_key": "k",
-            "session_id": "s1",
-            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
-            "writer": "runner",
-            "provider": "claude",
-            "cli_session_id": "c1",
-        }
-    )
-    recorded: dict[str, Any] = {
-        "originator_id": UUID(int=1),
-        "originator_version": 1,
-        "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
-    }
+    fact = _fact("binding.set", provider="claude", cli_session_id="c1")
+    recorded = _RECORDED
     with pytest.raises(TypeError):
         RECORDED["binding.dropped"].from_fact(fact, **recorded)
     with pytest.raises(TypeError):
@@ -290,29 +275,37 @@ def test_from_fact_refuses_derived_values_its_dump_cannot_pass_through() -> None
     """Derived fields join the event's dump as they are: only ints and strings may."""
     import pytest
 
-    fact = FACT_CLASSES["transcript.appended"].model_validate(
-        {
-            "type": "transcript.appended",
-            "event_id": "e1",
-            "session_key": "k",
-            "session_id": "s1",
-            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
-            "writer": "runner",
-            "entry": {
-                "id": "m1",
-                "role": "user",
-                "content": "hi",
-                "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
-            },
-        }
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    fact = _fact(
+        "transcript.appended",
+        entry={"id": "m1", "role": "user", "content": "hi", "timestamp": moment},
     )
-    recorded: dict[str, Any] = {
-        "originator_id": UUID(int=1),
-        "originator_version": 1,
-        "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
-    }
+    recorded = _RECORDED
     good: dict[str, Any] = {"seq": 1, "prev_hash": "", "entry_hash": "h"}
     assert RECORDED["transcript.appended"].from_fact(fact, **recorded, **good).seq == 1
     for name, value in (("seq", True), ("seq", 1.0), ("prev_hash", None), ("entry_hash", b"h")):
         with pytest.raises(TypeError):
             RECORDED["transcript.appended"].from_fact(fact, **recorded, **{**good, name: value})
+
+
+# What a recorded event adds to its fact: from_fact's keyword arguments.
+_RECORDED: dict[str, Any] = {
+    "originator_id": UUID(int=1),
+    "originator_version": 1,
+    "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+}
+
+
+def _fact(type_: str, **fields: Any) -> Any:
+    """A validated fact of `type_` on key "k", generation "s1"."""
+    return FACT_CLASSES[type_].model_validate(
+        {
+            "type": type_,
+            "event_id": "e1",
+            "session_key": "k",
+            "session_id": "s1",
+            "occurred_at": datetime(2026, 1, 1, tzinfo=UTC),
+            "writer": "runner",
+            **fields,
+        }
+    )

@@ -30,7 +30,7 @@ from sqlalchemy.orm import scoped_session, sessionmaker
 from domain.conversation import Conversation, conversation_id, project_conversation
 from domain.events import Recorded
 from infrastructure.database import Database
-from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
+from infrastructure.mapper import OrjsonTranscoder, Payload, PydanticMapper
 from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
 from projections.raw import on_driver
 from projections.statements import STATEMENTS
@@ -126,7 +126,14 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
     own `LOCK TABLE` before the insert is `Database.writing`'s first statement.)"""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
-        if not stored_events:
+        return self.insert_payloads(
+            [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events]
+        )
+
+    def insert_payloads(self, payloads: Sequence[Payload]) -> list[int]:
+        """`insert_events` of the events' payloads (`PydanticMapper.to_payloads`): their
+        positions, in order."""
+        if not payloads:
             return []
         table = self.events_record_cls.__table__
         connection = self._writing()
@@ -134,7 +141,7 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
             statement = STATEMENTS.get(connection, _insert_event, table)
             # A batch's events belong to a few aggregates: each id is converted once.
             statement.memoize("originator_id")
-            parameters = statement.rows_parameters(stored_events)
+            parameters = statement.tuples_parameters(payloads, _STORED_EVENT_FIELDS)
             last: int = (
                 on_driver(connection, _insert_one, statement.sql, parameters[0])
                 if len(parameters) == 1
@@ -142,10 +149,10 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
             )
             # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so these
             # inserts took consecutive ids ending at the last one.
-            return list(range(last - len(stored_events) + 1, last + 1))
+            return list(range(last - len(payloads) + 1, last + 1))
         rows = connection.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True),
-            [_values(e) for e in stored_events],
+            [dict(zip(_STORED_EVENT_FIELDS, payload, strict=True)) for payload in payloads],
         )
         ids = [row[0] for row in rows]
         notify = f"NOTIFY {self.channel_name};"
@@ -334,7 +341,8 @@ class LedgerApplication(Application[UUID]):
         Application.save does underneath) minus its per-event runtime-protocol checks
         and Recording objects, which dominated batch ingest."""
         mapper = cast(PydanticMapper, self.mapper)
-        positions = self.recorder.insert_events(mapper.to_stored_events(events))
+        recorder = cast(LedgerEventRecorder, self.recorder)
+        positions = recorder.insert_payloads(mapper.to_payloads(events))
         assert positions is not None and len(positions) == len(events)
         assert self.snapshots is not None
         for conversation, before in changed:

@@ -12,7 +12,7 @@ the caller's transaction and raise driver errors as SQLAlchemy's.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from keyword import iskeyword
 from operator import attrgetter
 from typing import Any, cast
@@ -54,7 +54,7 @@ class CompiledStatement:
             (i, p) for i, p in enumerate(binds) if p is not None
         ]
         self._defaults = compiled.construct_params(_check=False)
-        self._getters: dict[tuple[tuple[str, str], ...], Callable[[Any], Any]] = {}
+        self._getters: dict[tuple[Any, ...], Callable[[Any], Any]] = {}
         self._memoized: set[str] = set()
 
     def memoize(self, name: str) -> None:
@@ -85,6 +85,18 @@ class CompiledStatement:
         """row_parameters of each row."""
         return list(map(self._packer(renames), rows))
 
+    def tuples_parameters(self, rows: Iterable[Sequence[Any]], fields: Sequence[str]) -> list[Any]:
+        """The driver's parameters from rows that are tuples of `fields` (bind names),
+        without an object per row to read them from."""
+        key = ("", *fields)  # no renames key is a 1-tuple of pairs, nor starts with ""
+        pack = self._getters.get(key)
+        if pack is None:
+            indexes = [f"[{fields.index(name)}]" for name in self.names]
+            generated = self._generated(indexes, access="")
+            assert generated is not None  # indexes need no identifier check
+            pack = self._getters[key] = generated
+        return list(map(pack, rows))
+
     def _packer(self, renames: Mapping[str, str] | None) -> Callable[[Any], Any]:
         key = tuple(renames.items()) if renames else ()
         pack = self._getters.get(key)
@@ -93,14 +105,15 @@ class CompiledStatement:
             pack = self._getters[key] = self._generated(names) or self._general(names)
         return pack
 
-    def _generated(self, attributes: list[str]) -> Callable[[Any], Any] | None:
-        """One generated function per statement that reads each attribute and converts it
-        in a single expression (a rebuild packs three rows per event: the attrgetter
-        tuple, list, per-index loop and tuple cost more than the values themselves)."""
-        if not all(a.isidentifier() and not iskeyword(a) for a in attributes):
+    def _generated(self, attributes: list[str], access: str = ".") -> Callable[[Any], Any] | None:
+        """One generated function per statement that reads each attribute (or, with
+        `access` "", each `[index]` of a tuple) and converts it in a single expression (a
+        rebuild packs three rows per event: the attrgetter tuple, list, per-index loop and
+        tuple cost more than the values themselves)."""
+        if access and not all(a.isidentifier() and not iskeyword(a) for a in attributes):
             return None
         scope: dict[str, Any] = {}
-        values = [f"__row.{a}" for a in attributes]
+        values = [f"__row{access}{a}" for a in attributes]
         for index, process in self._active_binds:
             scope[f"__p{index}"] = process
             values[index] = f"__p{index}({values[index]})"

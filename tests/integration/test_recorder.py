@@ -1,0 +1,45 @@
+"""The events recorder stays the library's: `insert_events` takes StoredEvents and
+answers their positions, although the ledger itself records plain payloads
+(`insert_payloads`), on SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+from uuid import uuid4
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+from sqlalchemy import select
+
+from infrastructure.application import LedgerEventRecorder
+from infrastructure.ledger import Ledger
+
+
+class _Abort(Exception):
+    """Rolls the test's write transaction back: its events fold into no session."""
+
+
+def test_insert_events_records_stored_events_in_order(ledger: Ledger) -> None:
+    recorder = ledger.app.recorder
+    assert isinstance(recorder, LedgerEventRecorder)
+    table = recorder.events_record_cls.__table__
+    originator = uuid4()
+    stored = [
+        StoredEvent(
+            originator_id=originator, originator_version=v, topic="t", state=b'{"v":%d}' % v
+        )
+        for v in (1, 2, 3)
+    ]
+    with pytest.raises(_Abort), ledger.database.writing() as connection:
+        head = ledger.projector.log_head(connection)
+        positions = recorder.insert_events(stored)
+        assert list(positions) == [head + 1, head + 2, head + 3]
+        rows = connection.execute(
+            select(table.c.id, table.c.originator_version, table.c.topic, table.c.state)
+            .where(table.c.originator_id == originator)
+            .order_by(table.c.id)
+        ).all()
+        assert [(r[0], r[1], r[2], bytes(r[3])) for r in rows] == [
+            (head + v, v, "t", b'{"v":%d}' % v) for v in (1, 2, 3)
+        ]
+        raise _Abort
+    assert ledger.positions()[1] == 0  # rolled back: the log is as it was

@@ -24,7 +24,6 @@ architecture: the layers a transcript append passes through. See docs/performanc
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import sys
 import tempfile
 import time
@@ -33,14 +32,16 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from bench.baseline import sqlite_connect
 from bench.facts import Chain
 from domain.conversation import conversation_id
-from domain.events import TranscriptAppendedFact, chain_hash
+from domain.events import TranscriptAppendedFact, _json_moment, chain_hash
 from infrastructure.batch import RecordResult
 from infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
 from infrastructure.jsoncodec import dumps, dumps_sqlite
 from infrastructure.ledger import Ledger
 from infrastructure.validation import parse_batch
+from projections.tables import _sqlite_text  # the ledger's text of a UTC moment
 
 KEYS = 50
 BATCH = 1000
@@ -68,9 +69,8 @@ class HandWritten:
 
     def __init__(self, path: Path) -> None:
         self.checkpointer = Checkpointer(str(path))
-        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        for pragma in ("journal_mode = WAL", "synchronous = FULL", "busy_timeout = 5000"):
-            self.db.execute(f"PRAGMA {pragma}")
+        self.db = sqlite_connect(path)  # WAL, synchronous=FULL, as the ledger's
+        self.db.execute("PRAGMA busy_timeout = 5000")
         self.db.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
         self.generations: dict[str, _Generation] = {}
         rows = self.db.execute(
@@ -94,7 +94,7 @@ class HandWritten:
     def record(self, items: list[dict[str, Any]]) -> list[RecordResult]:
         facts = parse_batch(items)
         moment = datetime.now(UTC)
-        moment_json = moment.isoformat().replace("+00:00", "Z")
+        moment_json = _json_moment(moment)
         moment_text = _sqlite_text(moment)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
@@ -201,11 +201,6 @@ class HandWritten:
         self.checkpointer.committed()
         self.position = position
         return results
-
-
-def _sqlite_text(moment: datetime) -> str:
-    """SQLAlchemy's SQLite DATETIME text of a UTC moment (projections.tables)."""
-    return moment.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
 def main(rounds: int) -> None:

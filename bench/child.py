@@ -26,9 +26,9 @@ def peak_rss_mb() -> float:
 
 
 def serve(url: str, port: int) -> None:
-    from infrastructure.config import ServerSettings
-    from infrastructure.ledger import Ledger
-    from infrastructure.server import serve
+    from sessionledger.infrastructure.config import ServerSettings
+    from sessionledger.infrastructure.ledger import Ledger
+    from sessionledger.infrastructure.server import serve
 
     serve(
         Ledger.open(url),
@@ -42,8 +42,8 @@ def serve(url: str, port: int) -> None:
 def rebuild(url: str) -> None:
     import resource
 
-    from infrastructure import partition
-    from infrastructure.ledger import Ledger
+    from sessionledger.infrastructure import partition
+    from sessionledger.infrastructure.ledger import Ledger
 
     with Ledger.open(url) as ledger:
         before = peak_rss_mb()

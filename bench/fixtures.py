@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from bench.facts import Chain
-from domain.conversation import Conversation
-from infrastructure.ledger import Ledger, UnitOfWork, parse_batch
+from sessionledger.domain.conversation import Conversation
+from sessionledger.infrastructure.ledger import Ledger, UnitOfWork, parse_batch
 
 REPO = Path(__file__).resolve().parents[1]
 CACHE = Path(tempfile.gettempdir()) / "sessionledger-bench-cache"

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Engine
 
 from bench.baseline import SqliteBaseline
 from bench.facts import Chain
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 KEYS = 16
 

@@ -34,19 +34,19 @@ from typing import Any
 
 from bench.baseline import sqlite_connect
 from bench.facts import Chain
-from domain.conversation import conversation_id
-from domain.events import TranscriptAppendedFact, _json_moment, chain_hash
-from infrastructure.batch import RecordResult
-from infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
-from infrastructure.jsoncodec import dumps, dumps_sqlite
-from infrastructure.ledger import Ledger
-from infrastructure.validation import parse_batch
-from projections.tables import _sqlite_text  # the ledger's text of a UTC moment
+from sessionledger.domain.conversation import conversation_id
+from sessionledger.domain.events import TranscriptAppendedFact, _json_moment, chain_hash
+from sessionledger.infrastructure.batch import RecordResult
+from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
+from sessionledger.infrastructure.jsoncodec import dumps, dumps_sqlite
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.validation import parse_batch
+from sessionledger.projections.tables import _sqlite_text  # the ledger's text of a UTC moment
 
 KEYS = 50
 BATCH = 1000
 BATCHES_A_ROUND = 4
-TOPIC = "domain.events:TranscriptAppended"
+TOPIC = "sessionledger.domain.events:TranscriptAppended"
 
 
 class _Generation:

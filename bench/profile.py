@@ -29,11 +29,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import projections.projector as projector_module
+import sessionledger.projections.projector as projector_module
 from bench.baseline import SqliteBaseline
 from bench.facts import Chain
 from bench.fixtures import sessions_store
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 KEYS = 50
 

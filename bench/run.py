@@ -27,7 +27,7 @@ from bench import httpload
 from bench.baseline import PostgresBaseline, SqliteBaseline, sqlite_select
 from bench.facts import Chain, event_id, random_event_id
 from bench.fixtures import REPO, SessionsStore, long_key, sessions_store
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 
 @dataclass(frozen=True)

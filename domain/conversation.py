@@ -16,8 +16,8 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.utils import get_topic
 
-from domain.errors import InvalidEvent, SessionChanged, SessionDeleted
-from domain.events import (
+from sessionledger.domain.errors import InvalidEvent, SessionChanged, SessionDeleted
+from sessionledger.domain.events import (
     GENESIS_HASH,
     BindingDropped,
     BindingDroppedFact,
@@ -43,11 +43,11 @@ from domain.events import (
     TranscriptAppendedFact,
     chain_hash,
 )
-from domain.events import (
+from sessionledger.domain.events import (
     SessionDeleted as SessionDeletedEvent,
 )
-from domain.policies import FreshnessPolicy
-from domain.values import SOFT_REASONS, Interaction, ResetReason, Writer
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.domain.values import SOFT_REASONS, Interaction, ResetReason, Writer
 
 Outcome = Literal["applied", "archived", "duplicate", "rejected"]
 RUNNING = "running"

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from domain.values import (
+from sessionledger.domain.values import (
     MAX_ENTRY_BYTES,
     Identifier,
     Instant,

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator
 
-from domain.values import Model
+from sessionledger.domain.values import Model
 
 ExpiryReason = Literal["idle", "daily"]
 

@@ -2,7 +2,7 @@
 
 The library's recorders run on the Core connection of the write transaction the
 Ledger opens (`Database.writing`), so events, snapshots, read models and the
-tracking position commit together or not at all. Tables come from migrations
+tracking position commit together or not at all. Tables come from sessionledger.migrations
 (CREATE_TABLE=no), never from the library.
 """
 
@@ -27,13 +27,13 @@ from eventsourcing_sqlalchemy.recorders import (
 from sqlalchemy import Connection, Select, Table, bindparam, insert, select
 from sqlalchemy.orm import scoped_session, sessionmaker
 
-from domain.conversation import Conversation, conversation_id, project_conversation
-from domain.events import Recorded
-from infrastructure.database import Database
-from infrastructure.mapper import OrjsonTranscoder, Payload, PydanticMapper
-from infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
-from projections.raw import on_driver
-from projections.statements import STATEMENTS
+from sessionledger.domain.conversation import Conversation, conversation_id, project_conversation
+from sessionledger.domain.events import Recorded
+from sessionledger.infrastructure.database import Database
+from sessionledger.infrastructure.mapper import OrjsonTranscoder, Payload, PydanticMapper
+from sessionledger.infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
+from sessionledger.projections.raw import on_driver
+from sessionledger.projections.statements import STATEMENTS
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.

@@ -7,12 +7,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import cast
 
-import domain.conversation
-from domain.conversation import Decision, Outcome
-from domain.events import Fact, RunStartedFact
-from infrastructure.collector import at_ease_for
-from infrastructure.unit_of_work import UnitOfWork
-from projections.rows import CAMEL, ReceiptRow, slot_builder
+import sessionledger.domain.conversation
+from sessionledger.domain.conversation import Decision, Outcome
+from sessionledger.domain.events import Fact, RunStartedFact
+from sessionledger.infrastructure.collector import at_ease_for
+from sessionledger.infrastructure.unit_of_work import UnitOfWork
+from sessionledger.projections.rows import CAMEL, ReceiptRow, slot_builder
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +74,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     # One moment for every event the unit of work records: they are recorded together,
     # and a shared moment is dumped and turned into SQLite's text once, not per event.
     # Read through the module, whose clock tests replace.
-    recorded_at = domain.conversation.utcnow()
+    recorded_at = sessionledger.domain.conversation.utcnow()
 
     for number, facts in enumerate(batches):
         seen: dict[str, int] = {}

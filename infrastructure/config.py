@@ -7,8 +7,8 @@ import os
 
 from pydantic import Field
 
-from domain.policies import FreshnessPolicy
-from domain.values import KeyShape, Model
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.domain.values import KeyShape, Model
 
 READ_TOKENS_ENV = "SESSIONLEDGER_READ_TOKENS"
 ADMIN_TOKENS_ENV = "SESSIONLEDGER_ADMIN_TOKENS"

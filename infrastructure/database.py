@@ -25,11 +25,11 @@ from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, make_url
 from sqlalchemy.orm import Session
 
-from domain.errors import StoreUnavailable
-from infrastructure import jsoncodec
-from infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
-from infrastructure.settings import BUSY_TIMEOUT_SECONDS
-from projections.tables import EVENTS_TABLE
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.infrastructure import jsoncodec
+from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
+from sessionledger.infrastructure.settings import BUSY_TIMEOUT_SECONDS
+from sessionledger.projections.tables import EVENTS_TABLE
 
 T = TypeVar("T")
 log = logging.getLogger("sessionledger.database")

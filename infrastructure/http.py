@@ -29,7 +29,7 @@ from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from domain.errors import (
+from sessionledger.domain.errors import (
     InvalidEvent,
     LedgerError,
     LimitExceeded,
@@ -39,9 +39,9 @@ from domain.errors import (
     StoreUnavailable,
     UnknownSession,
 )
-from domain.events import IncomingFact
-from domain.policies import FreshnessPolicy
-from domain.values import (
+from sessionledger.domain.events import IncomingFact
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.domain.values import (
     MAX_BATCH_EVENTS,
     Identifier,
     Instant,
@@ -51,14 +51,19 @@ from domain.values import (
     ShortText,
     Status,
 )
-from infrastructure import jsoncodec
-from infrastructure.config import ServerSettings
-from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
-from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
-from projections.audit import AuditReport, to_markdown
-from projections.queries import MAX_PAGE
-from projections.reports import StatusReport
-from projections.rows import EntryView, GenerationRow, RunRow, SessionView
+from sessionledger.infrastructure import jsoncodec
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
+from sessionledger.infrastructure.maintenance import (
+    BindingsReport,
+    PruneReport,
+    RecoverReport,
+    VerifyReport,
+)
+from sessionledger.projections.audit import AuditReport, to_markdown
+from sessionledger.projections.queries import MAX_PAGE
+from sessionledger.projections.reports import StatusReport
+from sessionledger.projections.rows import EntryView, GenerationRow, RunRow, SessionView
 
 log = logging.getLogger("sessionledger.http")
 

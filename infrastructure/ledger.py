@@ -22,47 +22,63 @@ from pydantic import TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection
 
-from domain.conversation import (
+from sessionledger.domain.conversation import (
     Conversation,
     Resolution,
     conversation_id,
     new_id,
     utcnow,
 )
-from domain.errors import (
+from sessionledger.domain.errors import (
     InvalidEvent,
     SessionDeleted,
     StoreUnavailable,
     UnknownSession,
 )
-from domain.events import (
+from sessionledger.domain.events import (
     BindingDroppedFact,
     BindingSetFact,
     Fact,
     LedgerEvent,
 )
-from domain.policies import FreshnessPolicy
-from domain.values import MAX_BATCH_EVENTS, Instant, Interaction, ResetReason, Status, Writer
-from infrastructure.application import LedgerApplication
-from infrastructure.batch import RecordResult, record_batch, record_batches
-from infrastructure.collector import at_ease_for, collector_at_ease
-from infrastructure.database import Database, translate_faults
-from infrastructure.group_commit import CommitQueue
-from infrastructure.log import EventLog
-from infrastructure.maintenance import BindingsReport, PruneReport, RecoverReport, VerifyReport
-from infrastructure.schema import UpgradePolicy, ensure_schema
-from infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
-from infrastructure.unit_of_work import UnitOfWork
-from infrastructure.validation import check_new_session_id, checked_session_key, parse_batch
-from projections.audit import AuditReport
-from projections.audit import report as audit_report
-from projections.projector import Executor, Projector, RowCache
-from projections.queries import Page, Queries
-from projections.replay import Mismatch, compare, replayed_rows, stored_rows
-from projections.reports import StatusReport, status_report
-from projections.rows import CAMEL, EntryView, GenerationRow, RunRow, SessionView
-from projections.state import RowSet
-from projections.tables import TABLES
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.domain.values import (
+    MAX_BATCH_EVENTS,
+    Instant,
+    Interaction,
+    ResetReason,
+    Status,
+    Writer,
+)
+from sessionledger.infrastructure.application import LedgerApplication
+from sessionledger.infrastructure.batch import RecordResult, record_batch, record_batches
+from sessionledger.infrastructure.collector import at_ease_for, collector_at_ease
+from sessionledger.infrastructure.database import Database, translate_faults
+from sessionledger.infrastructure.group_commit import CommitQueue
+from sessionledger.infrastructure.log import EventLog
+from sessionledger.infrastructure.maintenance import (
+    BindingsReport,
+    PruneReport,
+    RecoverReport,
+    VerifyReport,
+)
+from sessionledger.infrastructure.schema import UpgradePolicy, ensure_schema
+from sessionledger.infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
+from sessionledger.infrastructure.unit_of_work import UnitOfWork
+from sessionledger.infrastructure.validation import (
+    check_new_session_id,
+    checked_session_key,
+    parse_batch,
+)
+from sessionledger.projections.audit import AuditReport
+from sessionledger.projections.audit import report as audit_report
+from sessionledger.projections.projector import Executor, Projector, RowCache
+from sessionledger.projections.queries import Page, Queries
+from sessionledger.projections.replay import Mismatch, compare, replayed_rows, stored_rows
+from sessionledger.projections.reports import StatusReport, status_report
+from sessionledger.projections.rows import CAMEL, EntryView, GenerationRow, RunRow, SessionView
+from sessionledger.projections.state import RowSet
+from sessionledger.projections.tables import TABLES
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -308,7 +324,7 @@ class Ledger:
     def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
         """Fold the whole log into the shadow tables page by page, then swap them in with
         one short write transaction; the store keeps serving meanwhile. Returns the position."""
-        from infrastructure import maintenance
+        from sessionledger.infrastructure import maintenance
 
         return maintenance.rebuild(self, on_progress)
 
@@ -317,13 +333,13 @@ class Ledger:
     def verify(self, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Hash chains from the log and every read model against a fresh fold of the log,
         in bounded memory; `report.ok` is False on any mismatch."""
-        from infrastructure import maintenance
+        from sessionledger.infrastructure import maintenance
 
         return maintenance.verify(self, on_progress)
 
     def recover(self, stale_after: timedelta, *, at: datetime | None = None) -> RecoverReport:
         """Close runs running longer than `stale_after` as `interrupted` (writer `system`)."""
-        from infrastructure import maintenance
+        from sessionledger.infrastructure import maintenance
 
         return maintenance.recover(self, stale_after, at=self._moment(at))
 
@@ -338,7 +354,7 @@ class Ledger:
         `generation.pruned` event each), exporting their transcripts to JSONL first."""
         from pathlib import Path
 
-        from infrastructure import maintenance
+        from sessionledger.infrastructure import maintenance
 
         directory = Path(export_dir) if export_dir is not None else None
         return maintenance.prune(self, older_than, export_dir=directory, at=self._moment(at))
@@ -348,7 +364,7 @@ class Ledger:
         drops the dead ones with reason `missing-transcript`."""
         from pathlib import Path
 
-        from infrastructure import maintenance
+        from sessionledger.infrastructure import maintenance
 
         return maintenance.check_bindings(self, Path(directory), fix=fix)
 

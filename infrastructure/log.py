@@ -12,10 +12,10 @@ from uuid import UUID
 from eventsourcing.persistence import Mapper
 from sqlalchemy import Table, bindparam, func, literal_column, select
 
-from domain.events import LedgerEvent
-from infrastructure.mapper import PydanticMapper
-from projections.projector import Executor, core
-from projections.raw import RawSelect
+from sessionledger.domain.events import LedgerEvent
+from sessionledger.infrastructure.mapper import PydanticMapper
+from sessionledger.projections.projector import Executor, core
+from sessionledger.projections.raw import RawSelect
 
 
 def _originator(value: Any) -> UUID | str:

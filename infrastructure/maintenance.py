@@ -37,21 +37,21 @@ import sqlalchemy.exc
 from eventsourcing.persistence import StoredEvent
 from sqlalchemy import Connection, Executable, Table, and_, or_, select, text
 
-from domain.errors import InvalidEvent, LedgerError, StoreUnavailable
-from domain.events import LedgerEvent, RunEndedFact
-from domain.values import Writer, digest
-from infrastructure import partition
-from infrastructure.collector import collector_at_ease
-from infrastructure.database import translate_faults
-from projections.projector import Executor, Projector, SqlRowLoader
-from projections.replay import Mismatch
-from projections.rows import CAMEL, GenerationRow, RunRow, entry_viewer, row_values
-from projections.state import RowSet
-from projections.tables import PROJECTION_NAME, RUNNING, SHADOW, TABLES
-from projections.verify import ChainChecker, compare_tables
+from sessionledger.domain.errors import InvalidEvent, LedgerError, StoreUnavailable
+from sessionledger.domain.events import LedgerEvent, RunEndedFact
+from sessionledger.domain.values import Writer, digest
+from sessionledger.infrastructure import partition
+from sessionledger.infrastructure.collector import collector_at_ease
+from sessionledger.infrastructure.database import translate_faults
+from sessionledger.projections.projector import Executor, Projector, SqlRowLoader
+from sessionledger.projections.replay import Mismatch
+from sessionledger.projections.rows import CAMEL, GenerationRow, RunRow, entry_viewer, row_values
+from sessionledger.projections.state import RowSet
+from sessionledger.projections.tables import PROJECTION_NAME, RUNNING, SHADOW, TABLES
+from sessionledger.projections.verify import ChainChecker, compare_tables
 
 if TYPE_CHECKING:
-    from infrastructure.ledger import Ledger, UnitOfWork
+    from sessionledger.infrastructure.ledger import Ledger, UnitOfWork
 
 T = TypeVar("T")
 Progress = Callable[[int], None] | None

@@ -20,12 +20,19 @@ from uuid import UUID
 
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder, Transcoding
-from eventsourcing.utils import get_topic, resolve_topic
+from eventsourcing.utils import get_topic, register_topic, resolve_topic
 from pydantic import BaseModel, ValidationError
 from pydantic_core import SchemaValidator
 
-from domain.events import ORIGINATOR_FIELDS, ConversationSnapshot, Fact
-from infrastructure import jsoncodec
+from sessionledger.domain import conversation, events
+from sessionledger.domain.events import ORIGINATOR_FIELDS, ConversationSnapshot, Fact
+from sessionledger.infrastructure import jsoncodec
+
+# Stores written while the domain was installed as the top-level package `domain` hold
+# topics such as "domain.events:RunStarted"; the library resolves them to the same
+# classes by these module registrations.
+register_topic("domain.events", events)
+register_topic("domain.conversation", conversation)
 
 # A stored event's fields as a tuple: originator id, originator version, topic, state.
 Payload = tuple[UUID | str, int, str, bytes]

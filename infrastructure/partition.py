@@ -50,15 +50,15 @@ from sqlalchemy import (
     make_url,
 )
 
-from domain.errors import StoreUnavailable
-from domain.events import LedgerEvent
-from infrastructure import jsoncodec
-from infrastructure.collector import collector_at_ease
-from projections.projector import Projector
-from projections.tables import TABLES
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.domain.events import LedgerEvent
+from sessionledger.infrastructure import jsoncodec
+from sessionledger.infrastructure.collector import collector_at_ease
+from sessionledger.projections.projector import Projector
+from sessionledger.projections.tables import TABLES
 
 if TYPE_CHECKING:
-    from infrastructure.ledger import Ledger
+    from sessionledger.infrastructure.ledger import Ledger
 
 Progress = Callable[[int], None]
 
@@ -434,7 +434,12 @@ class _Child:
         )
         try:
             process = subprocess.Popen(
-                [sys.executable, "-m", "infrastructure.partition", *map(str, arguments)],
+                [
+                    sys.executable,
+                    "-m",
+                    "sessionledger.infrastructure.partition",
+                    *map(str, arguments),
+                ],
                 pass_fds=(writer,),
                 stdin=subprocess.DEVNULL,
                 env=env,
@@ -490,8 +495,8 @@ def _work(arguments: list[str]) -> None:
     url, busy_timeout, main, side, share, workers, target, fd = arguments
     with os.fdopen(int(fd), "w", buffering=1) as report:
         try:
-            from infrastructure.database import Database
-            from infrastructure.ledger import Ledger
+            from sessionledger.infrastructure.database import Database
+            from sessionledger.infrastructure.ledger import Ledger
 
             ledger = Ledger(Database(url, busy_timeout=float(busy_timeout)))
             try:

@@ -11,16 +11,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect, text
 
-import migrations
-from domain.errors import SchemaMismatch
-from infrastructure.database import write_transaction
+import sessionledger.migrations
+from sessionledger.domain.errors import SchemaMismatch
+from sessionledger.infrastructure.database import write_transaction
 
 UpgradePolicy = Literal["auto", "always", "never"]
 
 
 def alembic_config() -> Config:
     config = Config()
-    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.set_main_option("script_location", str(Path(sessionledger.migrations.__file__).parent))
     return config
 
 

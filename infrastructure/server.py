@@ -7,9 +7,9 @@ import logging
 
 import uvicorn
 
-from infrastructure.config import ServerSettings
-from infrastructure.http import create_app
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.http import create_app
+from sessionledger.infrastructure.ledger import Ledger
 
 
 class UnsafeBind(ValueError):

@@ -10,14 +10,14 @@ from uuid import UUID
 
 from sqlalchemy import Connection
 
-from domain.conversation import Conversation
-from domain.errors import UnknownSession
-from domain.events import LedgerEvent, Recorded
-from infrastructure.application import LedgerApplication
-from projections.fold import Transition
-from projections.projector import LogReader, Projector
-from projections.rows import SessionView
-from projections.state import RowSet
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.errors import UnknownSession
+from sessionledger.domain.events import LedgerEvent, Recorded
+from sessionledger.infrastructure.application import LedgerApplication
+from sessionledger.projections.fold import Transition
+from sessionledger.projections.projector import LogReader, Projector
+from sessionledger.projections.rows import SessionView
+from sessionledger.projections.state import RowSet
 
 
 @dataclass(slots=True)

@@ -7,10 +7,10 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from domain.errors import InvalidEvent, LimitExceeded
-from domain.events import INCOMING_TYPES, Fact, IncomingFact
-from domain.values import MAX_BATCH_EVENTS, Identifier, SessionKey
-from infrastructure.unit_of_work import UnitOfWork
+from sessionledger.domain.errors import InvalidEvent, LimitExceeded
+from sessionledger.domain.events import INCOMING_TYPES, Fact, IncomingFact
+from sessionledger.domain.values import MAX_BATCH_EVENTS, Identifier, SessionKey
+from sessionledger.infrastructure.unit_of_work import UnitOfWork
 
 _FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
 # What _FACTS.validate_python calls with its defaults, without its per-call wrapper.

@@ -19,11 +19,18 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from domain.events import LedgerEvent, RunEnded, RunErrored, TranscriptAppended
-from domain.values import canonical_json
-from projections.fold import EffectKind, utc
-from projections.rows import CAMEL, GenerationRow, RunRow, SessionRow, SessionView, slot_builder
-from projections.state import RowSet
+from sessionledger.domain.events import LedgerEvent, RunEnded, RunErrored, TranscriptAppended
+from sessionledger.domain.values import canonical_json
+from sessionledger.projections.fold import EffectKind, utc
+from sessionledger.projections.rows import (
+    CAMEL,
+    GenerationRow,
+    RunRow,
+    SessionRow,
+    SessionView,
+    slot_builder,
+)
+from sessionledger.projections.state import RowSet
 
 # |recordedAt - occurredAt| beyond this is reported as clock skew (or a delivery delay).
 # A minute: synchronised hosts agree to milliseconds and gateways flush batches within

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
-from domain.events import (
+from sessionledger.domain.events import (
     BindingDropped,
     BindingSet,
     GenerationOpened,
@@ -31,8 +31,8 @@ from domain.events import (
     SessionRotated,
     TranscriptAppended,
 )
-from domain.values import KeyShape
-from projections.rows import (
+from sessionledger.domain.values import KeyShape
+from sessionledger.projections.rows import (
     EntryRow,
     GenerationRow,
     ReceiptRow,

@@ -29,13 +29,24 @@ from sqlalchemy import (
 from sqlalchemy import table as table_clause
 from sqlalchemy.orm import Session
 
-from domain.events import LedgerEvent
-from projections.fold import Transition
-from projections.raw import RawSelect, as_tuple, in_field_order
-from projections.rows import GenerationRow, ReceiptRow, RunRow, SessionRow, slot_builder
-from projections.state import RowSet
-from projections.statements import STATEMENTS, CompiledStatement, execute, execute_many
-from projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
+from sessionledger.domain.events import LedgerEvent
+from sessionledger.projections.fold import Transition
+from sessionledger.projections.raw import RawSelect, as_tuple, in_field_order
+from sessionledger.projections.rows import (
+    GenerationRow,
+    ReceiptRow,
+    RunRow,
+    SessionRow,
+    slot_builder,
+)
+from sessionledger.projections.state import RowSet
+from sessionledger.projections.statements import (
+    STATEMENTS,
+    CompiledStatement,
+    execute,
+    execute_many,
+)
+from sessionledger.projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
 
 # (position, event) pairs after a position, at most `limit` of them.
 LogReader = Callable[[int, int], Sequence[tuple[int, LedgerEvent]]]

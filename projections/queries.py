@@ -13,9 +13,9 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, or_, select
 
-from domain.values import Status
-from projections.raw import RawSelect, in_field_order
-from projections.rows import (
+from sessionledger.domain.values import Status
+from sessionledger.projections.raw import RawSelect, in_field_order
+from sessionledger.projections.rows import (
     EntryRow,
     EntryView,
     GenerationRow,
@@ -25,7 +25,7 @@ from projections.rows import (
     entry_viewer,
     slot_builder,
 )
-from projections.tables import ReadModelTables
+from sessionledger.projections.tables import ReadModelTables
 
 MAX_PAGE = 1000
 

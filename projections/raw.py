@@ -34,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import Select
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from projections.tables import Tuple, UTCDateTime, read_utc
+from sessionledger.projections.tables import Tuple, UTCDateTime, read_utc
 
 Decoder = Callable[[Any], Any]
 T = TypeVar("T")

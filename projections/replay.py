@@ -11,10 +11,17 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select
 
-from domain.events import LedgerEvent
-from projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow, row_values
-from projections.state import RowSet
-from projections.tables import ReadModelTables
+from sessionledger.domain.events import LedgerEvent
+from sessionledger.projections.rows import (
+    EntryRow,
+    GenerationRow,
+    ReceiptRow,
+    RunRow,
+    SessionRow,
+    row_values,
+)
+from sessionledger.projections.state import RowSet
+from sessionledger.projections.tables import ReadModelTables
 
 RowsByTable = dict[str, dict[Any, Any]]
 

@@ -26,9 +26,9 @@ from typing import Any
 from sqlalchemy import Connection, Row, Table, and_, bindparam, func, select
 from sqlalchemy.sql import ColumnElement
 
-from projections.raw import RawSelect
-from projections.rows import CAMEL
-from projections.tables import ARCHIVED, RUNNING, ReadModelTables
+from sessionledger.projections.raw import RawSelect
+from sessionledger.projections.rows import CAMEL
+from sessionledger.projections.tables import ARCHIVED, RUNNING, ReadModelTables
 
 TERMINAL = ("done", "failed", "timeout", "killed", "interrupted")
 LIST_LIMIT = 20  # bounded lists (recent failures, late events, sessions not resumable)

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 from pydantic import ConfigDict
 from pydantic.alias_generators import to_camel
 
-from domain.events import GENESIS_HASH
-from domain.values import GenerationState, Status
+from sessionledger.domain.events import GENESIS_HASH
+from sessionledger.domain.values import GenerationState, Status
 
 T = TypeVar("T")
 

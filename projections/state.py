@@ -12,9 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-from domain.events import LedgerEvent
-from projections.fold import Transition, fold
-from projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow
+from sessionledger.domain.events import LedgerEvent
+from sessionledger.projections.fold import Transition, fold
+from sessionledger.projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow
 
 K = TypeVar("K")
 V = TypeVar("V")

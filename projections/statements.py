@@ -21,7 +21,7 @@ from sqlalchemy import Connection, Dialect
 from sqlalchemy.sql import ClauseElement
 from sqlalchemy.sql.compiler import SQLCompiler
 
-from projections.raw import on_driver
+from sessionledger.projections.raw import on_driver
 
 
 class CompiledStatement:

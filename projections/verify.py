@@ -17,11 +17,23 @@ from typing import Any
 
 from sqlalchemy import Connection, Table, select, tuple_
 
-from domain.events import GenerationPruned, LedgerEvent, TranscriptAppended, chain_hash
-from projections.replay import Mismatch
-from projections.rows import EntryRow, GenerationRow, ReceiptRow, RunRow, SessionRow, row_values
-from projections.state import RowSet
-from projections.tables import ReadModelTables
+from sessionledger.domain.events import (
+    GenerationPruned,
+    LedgerEvent,
+    TranscriptAppended,
+    chain_hash,
+)
+from sessionledger.projections.replay import Mismatch
+from sessionledger.projections.rows import (
+    EntryRow,
+    GenerationRow,
+    ReceiptRow,
+    RunRow,
+    SessionRow,
+    row_values,
+)
+from sessionledger.projections.state import RowSet
+from sessionledger.projections.tables import ReadModelTables
 
 CHAIN = "transcript-chain"
 STREAM_BUFFER = 1000

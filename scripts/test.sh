@@ -22,5 +22,5 @@ python=${PYTHON:-python3}
 
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy
+bash scripts/mypy.sh
 .venv/bin/pytest "$@"

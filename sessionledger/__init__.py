@@ -5,7 +5,7 @@ ledger = Ledger.open()            # embedded SQLite, created on first use
 row = ledger.resolve("agent:main:telegram:direct:4242").session
 """
 
-from domain.errors import (
+from sessionledger.domain.errors import (
     InvalidEvent,
     LedgerError,
     SchemaMismatch,
@@ -14,10 +14,10 @@ from domain.errors import (
     StoreUnavailable,
     UnknownSession,
 )
-from domain.policies import FreshnessPolicy
-from infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
-from projections.queries import Page
-from projections.rows import EntryRow, GenerationRow, RunRow, SessionView
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
+from sessionledger.projections.queries import Page
+from sessionledger.projections.rows import EntryRow, GenerationRow, RunRow, SessionView
 
 __all__ = [
     "EntryRow",

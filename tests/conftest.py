@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 
 @dataclass

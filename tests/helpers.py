@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 
 def assert_replay_equals_live(ledger: Ledger) -> None:

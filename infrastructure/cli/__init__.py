@@ -1,14 +1,14 @@
 """The `sessionledger` command line: tables for people, `--json` for machines, and a
 non-zero exit with one line on stderr for every failure it anticipates."""
 
-from infrastructure.cli import (  # noqa: F401  (registers commands)
+from sessionledger.infrastructure.cli import (  # noqa: F401  (registers commands)
     db,
     demo,
     maintenance,
     operations,
     sessions,
 )
-from infrastructure.cli.common import app
+from sessionledger.infrastructure.cli.common import app
 
 
 def main() -> None:

@@ -1,3 +1,3 @@
-from infrastructure.cli import main
+from sessionledger.infrastructure.cli import main
 
 main()

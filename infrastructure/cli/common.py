@@ -19,10 +19,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sqlalchemy import make_url
 
-from domain.errors import LedgerError
-from infrastructure.database import Database, translate_faults
-from infrastructure.ledger import Ledger
-from infrastructure.settings import DB_ENV, database_url
+from sessionledger.domain.errors import LedgerError
+from sessionledger.infrastructure.database import Database, translate_faults
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.settings import DB_ENV, database_url
 
 app = typer.Typer(
     name="sessionledger",

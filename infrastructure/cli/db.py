@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from infrastructure.cli.common import (
+from sessionledger.infrastructure.cli.common import (
     DbOption,
     JsonOption,
     app,
@@ -14,8 +14,13 @@ from infrastructure.cli.common import (
     reported_failures,
     shown_url,
 )
-from infrastructure.schema import current_revision, ensure_schema, head_revision, known_revisions
-from infrastructure.settings import database_url
+from sessionledger.infrastructure.schema import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    known_revisions,
+)
+from sessionledger.infrastructure.settings import database_url
 
 db_app = typer.Typer(help="The database schema (alembic migrations).", no_args_is_help=True)
 app.add_typer(db_app, name="db")

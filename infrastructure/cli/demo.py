@@ -15,8 +15,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from domain.policies import FreshnessPolicy
-from infrastructure.cli.common import (
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.infrastructure.cli.common import (
     DbOption,
     JsonOption,
     app,
@@ -24,11 +24,11 @@ from infrastructure.cli.common import (
     reported_failures,
     shown_url,
 )
-from infrastructure.cli.views import audit_table, status_tables
-from infrastructure.ledger import Ledger
-from projections.audit import AuditEntry
-from projections.reports import StatusReport
-from projections.rows import SessionView
+from sessionledger.infrastructure.cli.views import audit_table, status_tables
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.audit import AuditEntry
+from sessionledger.projections.reports import StatusReport
+from sessionledger.projections.rows import SessionView
 
 
 @dataclass(frozen=True)

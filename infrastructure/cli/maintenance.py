@@ -11,7 +11,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from infrastructure.cli.common import (
+from sessionledger.infrastructure.cli.common import (
     DbOption,
     JsonOption,
     app,
@@ -24,7 +24,7 @@ from infrastructure.cli.common import (
     short,
     when,
 )
-from infrastructure.cli.views import mismatches_table
+from sessionledger.infrastructure.cli.views import mismatches_table
 
 bindings_app = typer.Typer(help="CLI resume bindings: probe their transcripts, drop dead ones.")
 app.add_typer(bindings_app, name="bindings")
@@ -169,7 +169,7 @@ def bindings_check(
 
 
 def _plain(report: object) -> dict[str, object]:
-    from infrastructure.cli.common import jsonable
+    from sessionledger.infrastructure.cli.common import jsonable
 
     value = jsonable(report)
     assert isinstance(value, dict)

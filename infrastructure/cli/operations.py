@@ -14,9 +14,9 @@ from typing import Annotated, Any, Literal
 import typer
 from rich.console import Console
 
-from domain.errors import InvalidEvent
-from domain.values import MAX_BATCH_EVENTS
-from infrastructure.cli.common import (
+from sessionledger.domain.errors import InvalidEvent
+from sessionledger.domain.values import MAX_BATCH_EVENTS
+from sessionledger.infrastructure.cli.common import (
     DbOption,
     JsonOption,
     app,
@@ -27,9 +27,9 @@ from infrastructure.cli.common import (
     progress,
     reported_failures,
 )
-from infrastructure.cli.views import audit_tables, status_tables
-from infrastructure.config import ServerSettings
-from projections.audit import to_markdown
+from sessionledger.infrastructure.cli.views import audit_tables, status_tables
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.projections.audit import to_markdown
 
 
 @app.command()
@@ -57,8 +57,8 @@ def serve(
     ] = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI at /openapi.json)."""
-    from infrastructure.server import UnsafeBind
-    from infrastructure.server import serve as run
+    from sessionledger.infrastructure.server import UnsafeBind
+    from sessionledger.infrastructure.server import serve as run
 
     try:
         settings = ServerSettings.from_environment(read_tokens, admin_tokens, policy)

@@ -7,8 +7,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from domain.values import ResetReason, Status
-from infrastructure.cli.common import (
+from sessionledger.domain.values import ResetReason, Status
+from sessionledger.infrastructure.cli.common import (
     DbOption,
     JsonOption,
     app,
@@ -17,7 +17,7 @@ from infrastructure.cli.common import (
     reported_failures,
     short,
 )
-from infrastructure.cli.views import sessions_table, transcript_table
+from sessionledger.infrastructure.cli.views import sessions_table, transcript_table
 
 
 @app.command()

@@ -9,11 +9,11 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from infrastructure.cli.common import short, when
-from projections.audit import AuditEntry, AuditReport, human
-from projections.replay import Mismatch
-from projections.reports import StatusReport
-from projections.rows import EntryView, SessionView
+from sessionledger.infrastructure.cli.common import short, when
+from sessionledger.projections.audit import AuditEntry, AuditReport, human
+from sessionledger.projections.replay import Mismatch
+from sessionledger.projections.reports import StatusReport
+from sessionledger.projections.rows import EntryView, SessionView
 
 
 def sessions_table(rows: Iterable[SessionView], title: str = "sessions") -> Table:

@@ -35,9 +35,9 @@ START_DEADLINE_SECONDS = 60.0
 # SQLite file answer 503 in about a second instead of 30.
 _CHILD = """
 import json, sys
-from infrastructure.config import ServerSettings
-from infrastructure.ledger import Ledger
-from infrastructure.server import serve
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.server import serve
 config = json.loads(sys.argv[1])
 options = {} if config["busyTimeout"] is None else {"busy_timeout": config["busyTimeout"]}
 settings = ServerSettings(

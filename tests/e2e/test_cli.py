@@ -14,10 +14,10 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from infrastructure.cli import app
-from infrastructure.ledger import Ledger
-from infrastructure.schema import head_revision
-from infrastructure.settings import DB_ENV
+from sessionledger.infrastructure.cli import app
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.schema import head_revision
+from sessionledger.infrastructure.settings import DB_ENV
 from tests.helpers import assert_replay_equals_live
 
 runner = CliRunner()
@@ -160,7 +160,7 @@ def test_a_foreign_database_is_refused_in_one_line(sqlite_url: str) -> None:
 
 
 def test_an_old_postgres_schema_asks_for_db_upgrade(postgres_url: str) -> None:
-    from infrastructure.schema import upgrade
+    from sessionledger.infrastructure.schema import upgrade
 
     engine = create_engine(postgres_url, poolclass=NullPool)
     upgrade(engine, "0001")

@@ -11,8 +11,8 @@ import pytest
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from infrastructure.cli import app
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.cli import app
+from sessionledger.infrastructure.ledger import Ledger
 
 runner = CliRunner()
 KEY = "agent:main:telegram:direct:4242"

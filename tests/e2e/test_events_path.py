@@ -18,10 +18,10 @@ import pytest
 from fastapi.testclient import TestClient
 from starlette.types import Receive, Scope, Send
 
-from domain.errors import StoreUnavailable
-from infrastructure.config import ServerSettings
-from infrastructure.http import EventsPath, create_app
-from infrastructure.ledger import Ledger
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.http import EventsPath, create_app
+from sessionledger.infrastructure.ledger import Ledger
 
 KEY = "agent:main:telegram:direct:1"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

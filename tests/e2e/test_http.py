@@ -23,9 +23,9 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from infrastructure.config import ServerSettings
-from infrastructure.ledger import Ledger
-from infrastructure.server import UnsafeBind, serve
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.server import UnsafeBind, serve
 from tests.e2e.http_server import (
     RunningServer,
     free_port,

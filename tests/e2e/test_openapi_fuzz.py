@@ -26,9 +26,9 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from domain.errors import LedgerError
-from infrastructure.http import create_app
-from infrastructure.ledger import Ledger
+from sessionledger.domain.errors import LedgerError
+from sessionledger.infrastructure.http import create_app
+from sessionledger.infrastructure.ledger import Ledger
 
 KEYS = [
     "agent:main:telegram:direct:42",

@@ -34,7 +34,7 @@ def test_the_python_example_prints_what_it_says(tmp_path: Path) -> None:
 def test_the_cli_commands_it_lists_exist() -> None:
     from typer.testing import CliRunner
 
-    from infrastructure.cli import app
+    from sessionledger.infrastructure.cli import app
 
     listed = re.findall(r"^    sessionledger ((?:db )?\w+)", README.read_text(), re.MULTILINE)
     assert listed

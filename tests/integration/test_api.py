@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.errors import InvalidEvent, SessionChanged, SessionDeleted, UnknownSession
-from domain.policies import FreshnessPolicy
-from infrastructure.ledger import Ledger
+from sessionledger.domain.errors import InvalidEvent, SessionChanged, SessionDeleted, UnknownSession
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live
 
 KEY = "agent:main:telegram:direct:4242"

@@ -27,13 +27,13 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from domain.errors import InvalidEvent, SessionDeleted, UnknownSession
-from domain.policies import FreshnessPolicy
-from infrastructure.cli import app as cli
-from infrastructure.http import create_app
-from infrastructure.ledger import Ledger
-from projections.audit import AuditReport, to_markdown
-from projections.rows import GenerationRow, RunRow, SessionView
+from sessionledger.domain.errors import InvalidEvent, SessionDeleted, UnknownSession
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.infrastructure.cli import app as cli
+from sessionledger.infrastructure.http import create_app
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.audit import AuditReport, to_markdown
+from sessionledger.projections.rows import GenerationRow, RunRow, SessionView
 from tests.helpers import assert_replay_equals_live
 
 KEY = "agent:main:telegram:direct:4242"
@@ -108,7 +108,7 @@ def live_rows(ledger: Ledger) -> tuple[SessionView | None, list[GenerationRow], 
 @pytest.fixture
 def incident(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Incident]:
     clock = StoreClock()
-    monkeypatch.setattr("domain.conversation.utcnow", clock)
+    monkeypatch.setattr("sessionledger.domain.conversation.utcnow", clock)
     ledger = Ledger.open(database_url, clock=clock)
     snapshots: list[Snapshot] = []
     positions: dict[str, int] = {}

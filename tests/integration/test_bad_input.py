@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from domain.errors import InvalidEvent, LimitExceeded
-from domain.values import MAX_ENTRY_BYTES, MAX_KEY_LENGTH
-from infrastructure.ledger import Ledger
+from sessionledger.domain.errors import InvalidEvent, LimitExceeded
+from sessionledger.domain.values import MAX_ENTRY_BYTES, MAX_KEY_LENGTH
+from sessionledger.infrastructure.ledger import Ledger
 
 KEY = "agent:main:slack:channel:c01"
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
-from infrastructure.database import Database
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
+from sessionledger.infrastructure.database import Database
+from sessionledger.infrastructure.ledger import Ledger
 
 WAIT = 30.0  # seconds: a bound on a condition, never a pause
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live
 from tests.integration.workers.process import Worker
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, func, insert, select, update
 
-from domain.events import GenerationOpened, LedgerEvent, SessionRotated
-from infrastructure.ledger import Ledger
-from infrastructure.settings import database_url as normalise_url
-from projections.tables import PROJECTION_NAME, TABLES
+from sessionledger.domain.events import GenerationOpened, LedgerEvent, SessionRotated
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.settings import database_url as normalise_url
+from sessionledger.projections.tables import PROJECTION_NAME, TABLES
 from tests.helpers import assert_replay_equals_live
 from tests.integration.workers.process import Worker
 

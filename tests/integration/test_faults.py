@@ -22,10 +22,10 @@ import psycopg
 import pytest
 from sqlalchemy import event
 
-from domain.errors import StoreUnavailable
-from domain.values import MAX_ENTRY_BYTES
-from infrastructure.ledger import Ledger
-from projections.tables import EVENTS_TABLE
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.domain.values import MAX_ENTRY_BYTES
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.tables import EVENTS_TABLE
 from tests.conftest import PostgresServer, _free_port, _pg_bindir
 from tests.helpers import assert_replay_equals_live
 

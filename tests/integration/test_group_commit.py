@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 import sqlalchemy.exc
 
-from domain.errors import StoreUnavailable
-from infrastructure import ledger as ledger_module
-from infrastructure.group_commit import CommitQueue
-from infrastructure.ledger import Ledger, RecordResult
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.infrastructure import ledger as ledger_module
+from sessionledger.infrastructure.group_commit import CommitQueue
+from sessionledger.infrastructure.ledger import Ledger, RecordResult
 from tests.helpers import assert_replay_equals_live
 from tests.integration.test_api import entry, open_key
 

@@ -6,10 +6,10 @@ import itertools
 from datetime import UTC, datetime
 from typing import Any
 
-from domain.conversation import conversation_id, project_conversation
-from infrastructure.application import snapshot_interval
-from infrastructure.ledger import Ledger
-from infrastructure.settings import SNAPSHOT_INTERVAL
+from sessionledger.domain.conversation import conversation_id, project_conversation
+from sessionledger.infrastructure.application import snapshot_interval
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.settings import SNAPSHOT_INTERVAL
 
 KEY = "agent:main:main"
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-import infrastructure.batch
-import infrastructure.collector
-import infrastructure.validation
-from domain.events import Fact
-from infrastructure.ledger import Ledger
+import sessionledger.infrastructure.batch
+import sessionledger.infrastructure.collector
+import sessionledger.infrastructure.validation
+from sessionledger.domain.events import Fact
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live, user_turn
 
 KEY = "agent:main:slack:direct:7"
@@ -45,7 +45,7 @@ def test_a_large_batch_eases_the_collector_and_restores_it(
     """Validation and the record share one window (between two, the restored collector
     scanned the validated facts, which live on into the record, for nothing)."""
     seen: list[tuple[tuple[int, int, int], int]] = []
-    decide = infrastructure.batch._record_batches
+    decide = sessionledger.infrastructure.batch._record_batches
     opened: list[int] = []
     freeze = gc.freeze
 
@@ -57,9 +57,9 @@ def test_a_large_batch_eases_the_collector_and_restores_it(
         opened.append(gc.get_freeze_count())
         freeze()
 
-    monkeypatch.setattr(infrastructure.batch, "_record_batches", spy)
+    monkeypatch.setattr(sessionledger.infrastructure.batch, "_record_batches", spy)
     monkeypatch.setattr(gc, "freeze", counting_freeze)
-    size = infrastructure.collector.AT_EASE_FROM
+    size = sessionledger.infrastructure.collector.AT_EASE_FROM
     with Ledger.open(sqlite_url) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         seen.clear()
@@ -80,14 +80,14 @@ def test_a_large_batch_is_validated_with_the_collector_at_ease(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     seen: list[tuple[int, int, int]] = []
-    parse = infrastructure.validation._parse
+    parse = sessionledger.infrastructure.validation._parse
 
     def spy(items: list[Any]) -> list[Fact]:
         seen.append(gc.get_threshold())
         return parse(items)
 
-    monkeypatch.setattr(infrastructure.validation, "_parse", spy)
-    size = infrastructure.collector.AT_EASE_FROM
+    monkeypatch.setattr(sessionledger.infrastructure.validation, "_parse", spy)
+    size = sessionledger.infrastructure.collector.AT_EASE_FROM
     with Ledger.open(sqlite_url) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         ledger.record(appends(sid, size))

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from domain.values import MAX_KEY_LENGTH
-from infrastructure.ledger import Ledger
+from sessionledger.domain.values import MAX_KEY_LENGTH
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live
 
 T0 = datetime(2026, 11, 22, 9, 0, tzinfo=UTC)

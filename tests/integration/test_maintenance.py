@@ -14,11 +14,11 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
-from domain.events import BindingDropped, GenerationPruned, RunEnded
-from infrastructure.cli import app as cli
-from infrastructure.config import ServerSettings
-from infrastructure.http import create_app
-from infrastructure.ledger import Ledger
+from sessionledger.domain.events import BindingDropped, GenerationPruned, RunEnded
+from sessionledger.infrastructure.cli import app as cli
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.http import create_app
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live, reported
 
 T0 = datetime(2026, 1, 5, 10, 0, tzinfo=UTC)

@@ -17,11 +17,16 @@ from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeEngine
 from typer.testing import CliRunner
 
-from domain.errors import SchemaMismatch
-from infrastructure.cli import app as cli
-from infrastructure.ledger import Ledger
-from infrastructure.schema import current_revision, ensure_schema, head_revision, upgrade
-from projections.tables import EVENTS_TABLE, SNAPSHOTS_TABLE, TABLES, TRACKING_TABLE
+from sessionledger.domain.errors import SchemaMismatch
+from sessionledger.infrastructure.cli import app as cli
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.schema import (
+    current_revision,
+    ensure_schema,
+    head_revision,
+    upgrade,
+)
+from sessionledger.projections.tables import EVENTS_TABLE, SNAPSHOTS_TABLE, TABLES, TRACKING_TABLE
 
 KEY = "agent:main:telegram:direct:4242"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -225,7 +230,7 @@ def receipts(engine: Engine) -> dict[str, tuple[Any, ...]]:
 def _downgrade(engine: Engine, revision: str) -> None:
     from alembic import command
 
-    from infrastructure.schema import alembic_config
+    from sessionledger.infrastructure.schema import alembic_config
 
     with engine.begin() as connection:
         config = alembic_config()

@@ -12,10 +12,10 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection, create_engine, text
 
-from infrastructure.ledger import Ledger
-from projections.projector import Projector, _update_changed, select_in
-from projections.rows import GenerationRow
-from projections.tables import TABLES
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.projector import Projector, _update_changed, select_in
+from sessionledger.projections.rows import GenerationRow
+from sessionledger.projections.tables import TABLES
 from tests.helpers import assert_replay_equals_live, user_turn
 
 KEY = "agent:main:slack:direct:7"

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 from sqlalchemy import make_url
 
-from domain.conversation import conversation_id
-from domain.errors import LedgerError, StoreUnavailable
-from infrastructure import maintenance, partition
-from infrastructure.ledger import Ledger
-from projections.tables import SHADOW, TABLES
+from sessionledger.domain.conversation import conversation_id
+from sessionledger.domain.errors import LedgerError, StoreUnavailable
+from sessionledger.infrastructure import maintenance, partition
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.tables import SHADOW, TABLES
 from tests.helpers import assert_replay_equals_live, reported
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -105,7 +105,7 @@ def workers() -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        if ppid == os.getpid() and b"infrastructure.partition" in command:
+        if ppid == os.getpid() and b"sessionledger.infrastructure.partition" in command:
             found.append(int(entry.name))
     return found
 

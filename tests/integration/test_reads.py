@@ -15,11 +15,18 @@ import sqlalchemy.exc
 from pydantic import ValidationError
 from sqlalchemy import Table, select, text
 
-from domain.errors import StoreUnavailable
-from infrastructure.ledger import Ledger
-from projections.raw import RawSelect, in_field_order
-from projections.rows import EntryRow, EntryView, GenerationRow, ReceiptRow, RunRow, SessionRow
-from projections.tables import TABLES
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.raw import RawSelect, in_field_order
+from sessionledger.projections.rows import (
+    EntryRow,
+    EntryView,
+    GenerationRow,
+    ReceiptRow,
+    RunRow,
+    SessionRow,
+)
+from sessionledger.projections.tables import TABLES
 from tests.helpers import assert_replay_equals_live
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from infrastructure import maintenance
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure import maintenance
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

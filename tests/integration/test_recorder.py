@@ -10,8 +10,8 @@ import pytest
 from eventsourcing.persistence import StoredEvent
 from sqlalchemy import select
 
-from infrastructure.application import LedgerEventRecorder
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.application import LedgerEventRecorder
+from sessionledger.infrastructure.ledger import Ledger
 
 
 class _Abort(Exception):

@@ -18,14 +18,19 @@ from sqlalchemy import Connection, Engine, create_engine, event, select
 from sqlalchemy.pool import NullPool
 from typer.testing import CliRunner
 
-from domain.values import KeyShape
-from infrastructure.cli import app as cli
-from infrastructure.http import create_app
-from infrastructure.ledger import Ledger
-from infrastructure.maintenance import Shadow
-from infrastructure.schema import alembic_config, current_revision, head_revision, upgrade
-from projections import reports
-from projections.tables import SHADOW, TABLES
+from sessionledger.domain.values import KeyShape
+from sessionledger.infrastructure.cli import app as cli
+from sessionledger.infrastructure.http import create_app
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.maintenance import Shadow
+from sessionledger.infrastructure.schema import (
+    alembic_config,
+    current_revision,
+    head_revision,
+    upgrade,
+)
+from sessionledger.projections import reports
+from sessionledger.projections.tables import SHADOW, TABLES
 from tests.helpers import assert_replay_equals_live
 
 T0 = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
@@ -58,7 +63,7 @@ def fact(key: str, sid: str, kind: str, minute: float, **fields: Any) -> dict[st
 def day(database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ledger]:
     """09:00 three keys open; runs end, fail and time out; /reset fences a late error."""
     clock = StoreClock()
-    monkeypatch.setattr("domain.conversation.utcnow", clock)
+    monkeypatch.setattr("sessionledger.domain.conversation.utcnow", clock)
     ledger = Ledger.open(database_url, clock=lambda: T0 + timedelta(minutes=120))
 
     def at(minute: float) -> None:
@@ -248,7 +253,9 @@ def test_usage_is_the_same_when_sqlite_gives_up_walking_the_index(
 ) -> None:
     for window in (60, 180):
         walked = day.status_report(window_minutes=window)
-        monkeypatch.setattr("projections.reports.WALK_BUDGET", 0)  # DISTINCT over the window
+        monkeypatch.setattr(
+            "sessionledger.projections.reports.WALK_BUDGET", 0
+        )  # DISTINCT over the window
         assert day.status_report(window_minutes=window) == walked
         monkeypatch.undo()
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine, insert, select
 
-from infrastructure.maintenance import _copy_rows
+from sessionledger.infrastructure.maintenance import _copy_rows
 
 
 def column(name: str) -> Column[Any]:

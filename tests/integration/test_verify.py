@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from infrastructure import maintenance
-from infrastructure.cli import app as cli
-from infrastructure.config import ServerSettings
-from infrastructure.http import create_app
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure import maintenance
+from sessionledger.infrastructure.cli import app as cli
+from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.http import create_app
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live
 
 KEY = "agent:main:telegram:direct:4242"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Connection
 
-from infrastructure.checkpointer import BACKSTOP_PAGES
-from infrastructure.database import Database
+from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES
+from sessionledger.infrastructure.database import Database
 
 
 def attached(connection: Connection) -> list[str]:

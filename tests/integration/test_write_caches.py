@@ -14,8 +14,8 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy import create_engine, text
 
-from domain.errors import StoreUnavailable
-from infrastructure.ledger import Ledger
+from sessionledger.domain.errors import StoreUnavailable
+from sessionledger.infrastructure.ledger import Ledger
 from tests.helpers import assert_replay_equals_live, user_turn
 
 KEY = "agent:main:slack:direct:7"

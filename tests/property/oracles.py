@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 from hypothesis import strategies as st
 
-from domain.policies import FreshnessPolicy
+from sessionledger.domain.policies import FreshnessPolicy
 
 ZONES = ("UTC", "Europe/Berlin", "America/New_York", "Australia/Lord_Howe", "Asia/Kolkata")
 T0 = datetime(2026, 3, 7, 0, 0, tzinfo=UTC)  # a week before the US DST change, 3 before the EU

@@ -17,9 +17,9 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from domain.conversation import Conversation
-from domain.events import LedgerEvent, TranscriptAppendedFact, TranscriptEntry
-from domain.values import MAX_ENTRY_BYTES, _no_control_characters, canonical_json
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.events import LedgerEvent, TranscriptAppendedFact, TranscriptEntry
+from sessionledger.domain.values import MAX_ENTRY_BYTES, _no_control_characters, canonical_json
 
 # The identifiers' rule, as it was written before the shortcut.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain.conversation import Conversation
-from domain.policies import FreshnessPolicy
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.policies import FreshnessPolicy
 from tests.property.oracles import DST_TRANSITIONS, T0, ZONES, expected_expiry, policies
 
 # Offsets in seconds: dense around small values, reaching weeks (daily boundaries, DST).

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from infrastructure.batch import record_batches
-from infrastructure.ledger import Ledger
-from infrastructure.validation import parse_batch
+from sessionledger.infrastructure.batch import record_batches
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.validation import parse_batch
 from tests.conftest import PostgresServer
 from tests.helpers import assert_replay_equals_live
 

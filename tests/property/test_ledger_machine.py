@@ -31,11 +31,11 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from domain.errors import InvalidEvent, SessionChanged, SessionDeleted, UnknownSession
-from domain.events import TranscriptAppended, TranscriptEntry, chain_hash
-from domain.policies import FreshnessPolicy
-from infrastructure.ledger import Ledger, RecordResult
-from projections.rows import GenerationRow, SessionView
+from sessionledger.domain.errors import InvalidEvent, SessionChanged, SessionDeleted, UnknownSession
+from sessionledger.domain.events import TranscriptAppended, TranscriptEntry, chain_hash
+from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.infrastructure.ledger import Ledger, RecordResult
+from sessionledger.projections.rows import GenerationRow, SessionView
 from tests.helpers import assert_replay_equals_live
 from tests.property.oracles import T0, expected_expiry, policies
 

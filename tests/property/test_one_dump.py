@@ -15,8 +15,8 @@ from uuid import UUID
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain import values
-from domain.events import (
+from sessionledger.domain import values
+from sessionledger.domain.events import (
     FACT_CLASSES,
     ORIGINATOR_FIELDS,
     Fact,
@@ -26,8 +26,8 @@ from domain.events import (
     TranscriptEntry,
     _fact_fields,
 )
-from domain.values import canonical_json, digest
-from infrastructure.mapper import OrjsonTranscoder, PydanticMapper
+from sessionledger.domain.values import canonical_json, digest
+from sessionledger.infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 
 RECORDED: dict[str, type[Recorded]] = {
     cls.model_fields["type"].default: cls for cls in get_args(LedgerEvent)

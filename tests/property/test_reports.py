@@ -24,8 +24,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import event as statistic
 from hypothesis import strategies as st
 
-from domain.errors import LedgerError
-from domain.events import (
+from sessionledger.domain.errors import LedgerError
+from sessionledger.domain.events import (
     GenerationOpened,
     RunEnded,
     RunErrored,
@@ -34,8 +34,8 @@ from domain.events import (
     SessionRotated,
     TranscriptAppended,
 )
-from infrastructure.ledger import Ledger
-from projections.reports import LIST_LIMIT, StatusReport
+from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.projections.reports import LIST_LIMIT, StatusReport
 
 T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 # key -> (agent, channel), written out rather than parsed, so the oracle does not share
@@ -359,7 +359,7 @@ def run_workload(
     url: str, workload: list[tuple[Any, ...]], report_after: int, window: int, stuck: int
 ) -> StatusReport:
     clock = StoreClock()
-    with mock.patch("domain.conversation.utcnow", clock), Ledger.open(url) as ledger:
+    with mock.patch("sessionledger.domain.conversation.utcnow", clock), Ledger.open(url) as ledger:
         driver = Driver(ledger, clock)
         for key in KEYS:
             ledger.resolve(key, at=clock.now)

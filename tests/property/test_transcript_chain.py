@@ -8,10 +8,15 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.conversation import Conversation
-from domain.events import TranscriptAppended, TranscriptAppendedFact, TranscriptEntry, chain_hash
-from projections.replay import replay
-from projections.rows import EntryRow
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.events import (
+    TranscriptAppended,
+    TranscriptAppendedFact,
+    TranscriptEntry,
+    chain_hash,
+)
+from sessionledger.projections.replay import replay
+from sessionledger.projections.rows import EntryRow
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 json_values = st.recursive(

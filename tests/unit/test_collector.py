@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from domain.errors import UnknownSession
-from infrastructure.collector import collector_at_ease
-from infrastructure.ledger import Ledger
+from sessionledger.domain.errors import UnknownSession
+from sessionledger.infrastructure.collector import collector_at_ease
+from sessionledger.infrastructure.ledger import Ledger
 
 
 @pytest.fixture(autouse=True)

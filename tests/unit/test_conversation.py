@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from domain.conversation import REMEMBERED_DIGITS, Conversation, evolve
-from domain.errors import SessionChanged, SessionDeleted
-from domain.events import (
+from sessionledger.domain.conversation import REMEMBERED_DIGITS, Conversation, evolve
+from sessionledger.domain.errors import SessionChanged, SessionDeleted
+from sessionledger.domain.events import (
     RunEndedFact,
     RunStartedFact,
     TranscriptAppendedFact,
     TranscriptEntry,
 )
-from domain.policies import FreshnessPolicy
+from sessionledger.domain.policies import FreshnessPolicy
 
 KEY = "agent:main:telegram:direct:4242"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

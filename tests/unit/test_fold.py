@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from domain.conversation import Conversation
-from domain.events import RunEndedFact, RunErroredFact, RunStartedFact
-from projections.replay import replay
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.events import RunEndedFact, RunErroredFact, RunStartedFact
+from sessionledger.projections.replay import replay
 
 KEY = "agent:main:telegram:direct:4242"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infrastructure import jsoncodec
+from sessionledger.infrastructure import jsoncodec
 
 # What the codec looked for before (a regex search, about 20x slower): the oracle.
 LONG_NUMBER = re.compile(rb"\d{20,}|-\d{19}")

@@ -11,8 +11,8 @@ from eventsourcing.utils import get_topic
 from hypothesis import given
 from hypothesis import strategies as st
 
-from domain.conversation import Conversation
-from domain.events import (
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.events import (
     ConversationSnapshot,
     OverridesChangedFact,
     Recorded,
@@ -20,7 +20,7 @@ from domain.events import (
     RunStartedFact,
     TranscriptAppendedFact,
 )
-from infrastructure.mapper import OrjsonTranscoder, PydanticMapper, stored_event
+from sessionledger.infrastructure.mapper import OrjsonTranscoder, PydanticMapper, stored_event
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 

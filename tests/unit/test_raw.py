@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from projections.raw import in_field_order
-from projections.rows import EntryRow, RunRow
-from projections.tables import TABLES
+from sessionledger.projections.raw import in_field_order
+from sessionledger.projections.rows import EntryRow, RunRow
+from sessionledger.projections.tables import TABLES
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -30,7 +30,7 @@ def test_raw_parameters_are_what_construct_params_gives() -> None:
     import sqlalchemy.exc
     from sqlalchemy import bindparam, create_engine, select
 
-    from projections.raw import RawSelect, as_tuple
+    from sessionledger.projections.raw import RawSelect, as_tuple
 
     engine = create_engine("sqlite://")
     TABLES.metadata.create_all(engine)

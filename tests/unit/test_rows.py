@@ -11,10 +11,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infrastructure.batch import RecordResult
-from projections.audit import AuditEntry
-from projections.fold import Transition
-from projections.rows import (
+from sessionledger.infrastructure.batch import RecordResult
+from sessionledger.projections.audit import AuditEntry
+from sessionledger.projections.fold import Transition
+from sessionledger.projections.rows import (
     EntryRow,
     EntryView,
     GenerationRow,

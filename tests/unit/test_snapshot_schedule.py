@@ -8,8 +8,8 @@ import itertools
 from hypothesis import given
 from hypothesis import strategies as st
 
-from infrastructure.application import snapshot_due, snapshot_interval
-from infrastructure.settings import SNAPSHOT_INTERVAL
+from sessionledger.infrastructure.application import snapshot_due, snapshot_interval
+from sessionledger.infrastructure.settings import SNAPSHOT_INTERVAL
 
 
 @given(st.integers(min_value=0, max_value=10**9), st.integers(min_value=1, max_value=1000))

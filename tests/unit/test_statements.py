@@ -13,11 +13,11 @@ from sqlalchemy import BigInteger, Column, Dialect, LargeBinary, MetaData, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy_utils.types.uuid import UUIDType
 
-from infrastructure.application import _insert_event
-from projections.projector import _insert_row, _update
-from projections.rows import EntryRow, GenerationRow, ReceiptRow
-from projections.statements import CompiledStatement
-from projections.tables import TABLES
+from sessionledger.infrastructure.application import _insert_event
+from sessionledger.projections.projector import _insert_row, _update
+from sessionledger.projections.rows import EntryRow, GenerationRow, ReceiptRow
+from sessionledger.projections.statements import CompiledStatement
+from sessionledger.projections.tables import TABLES
 
 T = datetime(2026, 11, 22, 3, 4, 5, 6, tzinfo=timezone(timedelta(hours=2)))
 ROWS: list[tuple[Any, Any]] = [

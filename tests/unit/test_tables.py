@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from projections.tables import _sqlite_text
+from sessionledger.projections.tables import _sqlite_text
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
@@ -29,7 +29,7 @@ def test_sqlite_text_orders_like_the_moments(a: datetime, b: datetime) -> None:
 def test_sqlite_bind_processor_stores_process_bind_params_text(moment: datetime) -> None:
     from sqlalchemy.dialects import sqlite
 
-    from projections.tables import UTCDateTime
+    from sessionledger.projections.tables import UTCDateTime
 
     dialect = sqlite.dialect()
     column_type = UTCDateTime()
@@ -58,7 +58,7 @@ _moments = (st.datetimes(timezones=st.timezones()) | st.datetimes(timezones=st.j
 def test_remembered_text_is_isoformats_text(moments: list[datetime]) -> None:
     """The bound text is isoformat's, whether computed or remembered: each moment bound
     twice (as itself and as an equal copy) among other moments, equal or not."""
-    from projections.tables import _bind_sqlite
+    from sessionledger.projections.tables import _bind_sqlite
 
     for moment in [*moments, *moments, *(m.replace() for m in reversed(moments))]:
         try:
@@ -76,7 +76,7 @@ def test_fold_twins_keep_their_own_text() -> None:
     are different moments; remembering one must not answer for the other."""
     from zoneinfo import ZoneInfo
 
-    from projections.tables import _bind_sqlite
+    from sessionledger.projections.tables import _bind_sqlite
 
     first = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))
     second = first.replace(fold=1)
@@ -91,7 +91,7 @@ def test_fold_twins_keep_their_own_text() -> None:
 def test_remembered_moments_are_bounded() -> None:
     from datetime import timedelta
 
-    from projections.tables import _TEXTS, _TEXTS_KEPT
+    from sessionledger.projections.tables import _TEXTS, _TEXTS_KEPT
 
     start = datetime(2020, 1, 1, tzinfo=UTC)
     for i in range(3 * _TEXTS_KEPT):

@@ -18,7 +18,7 @@ import threading
 import traceback
 from typing import Any
 
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 WRITERS = ("heartbeat", "cron", "ingress", "runner")
 

@@ -23,8 +23,8 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from domain.errors import UnknownSession
-from infrastructure.ledger import Ledger, RecordResult
+from sessionledger.domain.errors import UnknownSession
+from sessionledger.infrastructure.ledger import Ledger, RecordResult
 
 KEYS = (
     "agent:main:telegram:direct:4242",

@@ -9,7 +9,7 @@ import json
 import sys
 import traceback
 
-from infrastructure.ledger import Ledger
+from sessionledger.infrastructure.ledger import Ledger
 
 
 def main() -> None:

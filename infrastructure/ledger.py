@@ -9,7 +9,7 @@ PostgreSQL alike, and a crash at any point leaves either all of it or none.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -442,7 +442,9 @@ class Ledger:
             raise InvalidEvent("position", "must be 0 or more")
         with collector_at_ease():  # a quarter of an audit's CPU was the collector's
             with self.store.database.reading() as connection:
-                events = self.store.event_log.read_aggregate(connection, conversation_id(session_key))
+                events = self.store.event_log.read_aggregate(
+                    connection, conversation_id(session_key)
+                )
             if not events:
                 raise UnknownSession(session_key)
             if run_id is not None and not any(e.run_id == run_id for _, e in events):

@@ -10,9 +10,10 @@ from sqlalchemy import and_, or_, select
 
 from sessionledger.domain.events import RunEndedFact
 from sessionledger.domain.values import MAX_BATCH_EVENTS, digest
-from sessionledger.infrastructure.batch import record_batch
+from sessionledger.infrastructure.batch import RecordResult, record_batch
 from sessionledger.infrastructure.maintenance.repairs import SYSTEM, span
 from sessionledger.infrastructure.store import Store
+from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.projections.rows import CAMEL, RunRow
 from sessionledger.projections.tables import RUNNING, TABLES
 
@@ -83,7 +84,7 @@ def recover(store: Store, stale_after: timedelta, *, at: datetime) -> RecoverRep
             )
             for run in runs
         ]
-        results = store.transact(lambda uow, facts=facts: record_batch(uow, facts))
+        results = _record(store, facts)
         found.extend(
             RecoveredRun(
                 run.run_id, run.session_key, run.session_id, run.started_at, res.outcome, res.reason
@@ -91,3 +92,12 @@ def recover(store: Store, stale_after: timedelta, *, at: datetime) -> RecoverRep
             for run, res in zip(runs, results, strict=True)
         )
     return RecoverReport(cutoff, found)
+
+
+def _record(store: Store, facts: list[RunEndedFact]) -> list[RecordResult]:
+    """One batch of facts recorded in one write transaction, as a `record` call's."""
+
+    def decide(uow: UnitOfWork) -> list[RecordResult]:
+        return record_batch(uow, facts)
+
+    return store.transact(decide)

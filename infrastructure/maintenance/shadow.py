@@ -120,4 +120,3 @@ def fold_pages(
                 on_progress(len(events))
         if len(events) < page or (until is not None and position >= until):
             return position
-

@@ -156,15 +156,17 @@ def test_writers_poll_for_the_lock_and_readers_keep_the_busy_timeout(sqlite_url:
     Python: database._begin_immediate); the same pooled connection reading afterwards
     waits in SQLite's busy handler for the store's whole busy timeout again."""
     with Ledger.open(sqlite_url, busy_timeout=BUSY) as ledger:
-        database = ledger.database
+        database = ledger.store.database
 
         def busy_ms(connection: Any) -> Any:
             return connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
 
+        def write(connection: Any) -> Any:
+            assert busy_ms(connection) == 0
+            return connection.connection.dbapi_connection
+
         for _ in range(2):
-            with database.writing() as connection:
-                writer = connection.connection.dbapi_connection
-                assert busy_ms(connection) == 0
+            writer = database.write(write)
             with database.reading() as connection:
                 assert connection.connection.dbapi_connection is writer  # pooled: the same
                 assert busy_ms(connection) == int(BUSY * 1000)
@@ -179,7 +181,7 @@ def test_a_full_sqlite_store_is_unavailable_and_leaves_no_trace(sqlite_url: str)
         sid = ledger.resolve(KEY, at=T0).session.session_id
         ledger.record(appends(sid, "before", 3))
         before = snapshot(ledger)
-        with ledger.database.reading() as connection:
+        with ledger.store.database.reading() as connection:
             pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
 
         limit = {"pages": int(pages or 0) + 8}  # room for a little, not for the batch
@@ -187,7 +189,7 @@ def test_a_full_sqlite_store_is_unavailable_and_leaves_no_trace(sqlite_url: str)
         def cap(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
 
-        engine = ledger.database.engine
+        engine = ledger.store.database.engine
         event.listen(engine, "connect", cap)
         engine.dispose()  # new connections get the cap
         big = appends(sid, "full", 8, size=MAX_ENTRY_BYTES // 2)
@@ -265,7 +267,7 @@ def test_no_free_connection_within_the_busy_timeout_is_unavailable(database_url:
     with Ledger.open(database_url, busy_timeout=BUSY) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         before = snapshot(ledger)
-        engine = ledger.database.engine
+        engine = ledger.store.database.engine
         held = []
         try:
             while engine.pool.checkedout() < engine.pool.size() + engine.pool._max_overflow:  # type: ignore[attr-defined]

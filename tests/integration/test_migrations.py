@@ -362,15 +362,15 @@ def _code_metadata(ledger: Ledger) -> MetaData:
     """Every table the code reads or writes: ours (projections.tables) and the library's,
     without the indexes whose `ddl_if` leaves them out on this database."""
     metadata = MetaData()
-    dialect = ledger.database.dialect
+    dialect = ledger.store.database.dialect
     for table in TABLES.metadata.tables.values():
         copy = table.to_metadata(metadata)
         for index in table.indexes:
             only = index._ddl_if.dialect if index._ddl_if is not None else None
             if only is not None and only != dialect:
                 copy.indexes -= {i for i in copy.indexes if i.name == index.name}
-    assert ledger.app.snapshots is not None
-    library = [*ledger.app.recorder.tables, *ledger.app.snapshots.recorder.tables]  # type: ignore[attr-defined]
+    assert ledger.store.app.snapshots is not None
+    library = [*ledger.store.app.recorder.tables, *ledger.store.app.snapshots.recorder.tables]  # type: ignore[attr-defined]
     assert {t.name for t in library} == {EVENTS_TABLE, SNAPSHOTS_TABLE}
     for table in library:
         table.to_metadata(metadata)

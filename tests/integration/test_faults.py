@@ -20,13 +20,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import event
 
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.domain.values import MAX_ENTRY_BYTES
 from sessionledger.infrastructure.ledger import Ledger
 from sessionledger.projections.tables import EVENTS_TABLE
-from tests.conftest import PostgresServer, _free_port, _pg_bindir
+from tests.conftest import PostgresServer, free_port, pg_bindir
 from tests.helpers import assert_replay_equals_live
 
 KEY = "agent:main:telegram:direct:4242"
@@ -270,8 +271,11 @@ def test_no_free_connection_within_the_busy_timeout_is_unavailable(database_url:
         engine = ledger.store.database.engine
         held = []
         try:
-            while engine.pool.checkedout() < engine.pool.size() + engine.pool._max_overflow:  # type: ignore[attr-defined]
-                held.append(engine.connect())
+            while True:  # every connection the pool may open, held
+                try:
+                    held.append(engine.connect())
+                except sqlalchemy.exc.TimeoutError:
+                    break  # the pool waited its timeout (BUSY) for one in vain
             assert_unavailable(lambda: ledger.record(appends(sid, "starved", 1)), within=BUSY + 5)
         finally:
             for connection in held:
@@ -282,7 +286,7 @@ def test_no_free_connection_within_the_busy_timeout_is_unavailable(database_url:
 
 @pytest.mark.postgres
 def test_an_unreachable_postgres_server_is_unavailable() -> None:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/sessionledger"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/sessionledger"
     error = assert_unavailable(lambda: Ledger.open(url), within=10)
     assert "unavailable" in str(error)
 
@@ -290,7 +294,7 @@ def test_an_unreachable_postgres_server_is_unavailable() -> None:
 @pytest.fixture
 def private_postgres() -> Iterator[tuple[PostgresServer, Any]]:
     """A server of our own to stop and start (the shared one stays up for other tests)."""
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     base = Path(tempfile.mkdtemp(prefix="sessionledger-pg-private-"))
     prefix: list[str] = []
     user = os.environ.get("USER") or "postgres"
@@ -303,7 +307,7 @@ def private_postgres() -> Iterator[tuple[PostgresServer, Any]]:
 
         user = pwd.getpwuid(os.geteuid()).pw_name
     data = base / "data"
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "--no-sync"],
         check=True,

@@ -47,7 +47,7 @@ class Watched(deque[Any]):
 
 def watch(queue: CommitQueue[Any, Any]) -> Watched:
     watched = Watched()
-    queue._queue = watched
+    queue.queue = watched
     return watched
 
 

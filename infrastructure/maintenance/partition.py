@@ -60,7 +60,6 @@ PARTITION_FROM = 50_000  # log events from which a SQLite rebuild folds in worke
 # Processes folding at once, the parent included: each holds its own interpreter and
 # page of rows (about 80-100 MB), and the swap after them stays serial.
 MAX_WORKERS = 2
-# Events per worker transaction: PAGE, as the serial fold's pages.
 # The tables in a share's second file: merged in one thread while the rest are merged in
 # another. Chosen by their merge times at 1,000,000 events (entries 1.65 s and receipts
 # 1.15 s; runs 1.65 s, generations 0.51 s and sessions 0.16 s).
@@ -97,7 +96,7 @@ class PartFiles:
         return self.side if side else self.main
 
 
-def tables_of(side: bool) -> list[str]:
+def _tables(side: bool) -> list[str]:
     """The read-model tables in a share's side file, or in its main file."""
     return [t.name for t in TABLES.projected if (t.name in SIDE_TABLES) == side]
 
@@ -132,7 +131,7 @@ class Parts:
             (
                 self.files[kept].file(group),
                 [f.file(group) for k, f in enumerate(self.files) if k != kept],
-                tables_of(group),
+                _tables(group),
             )
             for group, kept in ((False, main), (True, side))
         ]
@@ -251,7 +250,8 @@ def fold_share(
     on_progress: Progress | None,
 ) -> None:
     """Fold the events of share `share` of `workers` after `after` up to `target` into
-    `files` (made with the store's DDL if new)."""
+    `files` (made with the store's DDL if new), a page (PAGE events, as the serial fold's)
+    per transaction."""
     projector = Projector(TABLES)
     new = not files.main.exists()
     if new:

@@ -17,9 +17,9 @@ from typing import Any
 from urllib.parse import quote
 
 from pydantic.alias_generators import to_camel
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
-from sessionledger.infrastructure.maintenance.repairs import SAFE_NAME, SYSTEM, span
+from sessionledger.infrastructure.maintenance.repairs import SAFE_NAME, SYSTEM, after_row, span
 from sessionledger.infrastructure.maintenance.shadow import PAGE
 from sessionledger.infrastructure.store import Store
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
@@ -76,10 +76,7 @@ def prune(
             g.c.updated_at < cutoff,
         )
         if after is not None:
-            updated, sid = after
-            query = query.where(
-                or_(g.c.updated_at > updated, and_(g.c.updated_at == updated, g.c.session_id > sid))
-            )
+            query = query.where(after_row(g.c.updated_at, g.c.session_id, after))
         with store.database.reading() as connection:
             candidates = [
                 GenerationRow(**row._mapping)

@@ -6,12 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 
 from sessionledger.domain.events import RunEndedFact
 from sessionledger.domain.values import MAX_BATCH_EVENTS, digest
 from sessionledger.infrastructure.batch import RecordResult, record_batch
-from sessionledger.infrastructure.maintenance.repairs import SYSTEM, span
+from sessionledger.infrastructure.maintenance.repairs import SYSTEM, after_row, span
 from sessionledger.infrastructure.store import Store
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.projections.rows import CAMEL, RunRow
@@ -54,10 +54,7 @@ def recover(store: Store, stale_after: timedelta, *, at: datetime) -> RecoverRep
         # The status as a literal: the partial index of running runs serves the order.
         query = select(r).where(RUNNING, r.c.started_at < cutoff)
         if after is not None:
-            started, run_id = after
-            query = query.where(
-                or_(r.c.started_at > started, and_(r.c.started_at == started, r.c.run_id > run_id))
-            )
+            query = query.where(after_row(r.c.started_at, r.c.run_id, after))
         with store.database.reading() as connection:
             runs = [
                 RunRow(**row._mapping)

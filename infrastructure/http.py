@@ -54,12 +54,10 @@ from sessionledger.domain.values import (
 from sessionledger.infrastructure import jsoncodec
 from sessionledger.infrastructure.config import ServerSettings
 from sessionledger.infrastructure.ledger import Ledger, RecordResult, ResetResult, ResolveResult
-from sessionledger.infrastructure.maintenance import (
-    BindingsReport,
-    PruneReport,
-    RecoverReport,
-    VerifyReport,
-)
+from sessionledger.infrastructure.maintenance.bindings import BindingsReport
+from sessionledger.infrastructure.maintenance.prune import PruneReport
+from sessionledger.infrastructure.maintenance.recover import RecoverReport
+from sessionledger.infrastructure.maintenance.verify import VerifyReport
 from sessionledger.projections.audit import AuditReport, to_markdown
 from sessionledger.projections.queries import MAX_PAGE
 from sessionledger.projections.reports import StatusReport

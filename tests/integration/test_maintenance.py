@@ -143,7 +143,7 @@ def test_prune_survives_a_cold_load_and_recover_then_prune(later: Any, database_
     report = ledger.prune(timedelta(days=30))
     assert {g.session_id for g in report.generations if g.pruned} == {ids[IDLE], ids[BUSY]}
     with Ledger.open(database_url) as cold:  # no cache: the aggregate replays the prune
-        conversation = cold.database.write(lambda _: cold.app.conversation(IDLE))
+        conversation = cold.store.database.write(lambda _: cold.store.app.conversation(IDLE))
         assert conversation is not None
         generation = conversation.generations[ids[IDLE]]
         assert generation.pruned and generation.entries == {}

@@ -112,7 +112,7 @@ def check_group_equals_sequence(
                 ledger.record(before)
         expected = [one_by_one.record(batch) for batch in group]
         parsed = [parse_batch(batch) for batch in group]
-        got = grouped._transact(lambda uow: record_batches(uow, parsed))
+        got = grouped.store.transact(lambda uow: record_batches(uow, parsed))
         assert got == expected
         for key in KEYS:
             assert timeless(grouped.generations(key)) == timeless(one_by_one.generations(key))

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
 from sqlalchemy import Connection
 
 from sessionledger.domain.conversation import (
@@ -68,6 +67,7 @@ from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.infrastructure.validation import (
     check_new_session_id,
     checked_session_key,
+    invalid_input,
     parse_batch,
 )
 from sessionledger.projections.audit import AuditReport
@@ -587,7 +587,7 @@ class Ledger:
         try:
             return _INSTANT.validate_python(at)
         except ValidationError as e:
-            raise InvalidEvent(field, e.errors(include_url=False)[0]["msg"]) from None
+            raise invalid_input(e.errors(include_url=False), within=(field,)) from None
 
     def _generation_fact(
         self,
@@ -605,9 +605,7 @@ class Ledger:
             try:
                 fact = build(key, conversation.current_session_id, now)
             except ValidationError as e:
-                detail = e.errors(include_url=False)[0]
-                field_name = ".".join(to_camel(str(part)) for part in detail["loc"]) or "event"
-                raise InvalidEvent(field_name, detail["msg"]) from None
+                raise invalid_input(e.errors(include_url=False), whole="event") from None
             return record_batch(uow, [fact])
 
         (result,) = self._transact(decide)

@@ -8,7 +8,6 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from pydantic.alias_generators import to_camel
 
 from sessionledger.domain.conversation import new_id
 from sessionledger.domain.errors import InvalidEvent, SessionDeleted
@@ -17,7 +16,7 @@ from sessionledger.domain.values import Writer
 from sessionledger.infrastructure.batch import RecordResult, record_batch
 from sessionledger.infrastructure.store import Store
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
-from sessionledger.infrastructure.validation import checked_session_key
+from sessionledger.infrastructure.validation import checked_session_key, invalid_input
 
 
 def record_about_current(
@@ -50,9 +49,7 @@ def record_about_current(
                 **fields,
             )
         except ValidationError as e:
-            detail = e.errors(include_url=False)[0]
-            field_name = ".".join(to_camel(str(part)) for part in detail["loc"]) or "event"
-            raise InvalidEvent(field_name, detail["msg"]) from None
+            raise invalid_input(e.errors(include_url=False), whole="event") from None
         return record_batch(uow, [fact])
 
     (result,) = store.transact(decide)

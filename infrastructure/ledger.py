@@ -55,6 +55,7 @@ from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.infrastructure.validation import (
     check_new_session_id,
     checked_session_key,
+    invalid_input,
     parse_batch,
 )
 from sessionledger.projections.audit import AuditReport
@@ -514,7 +515,7 @@ class Ledger:
         try:
             return _INSTANT.validate_python(at)
         except ValidationError as e:
-            raise InvalidEvent(field, e.errors(include_url=False)[0]["msg"]) from None
+            raise invalid_input(e.errors(include_url=False), within=(field,)) from None
 
 
 __all__ = [

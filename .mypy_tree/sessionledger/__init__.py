@@ -1,1 +1,0 @@
-../../sessionledger/__init__.py

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
+from hypothesis import strategies as st
 from pydantic import JsonValue
 
 from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.errors import SessionDeleted
 from sessionledger.domain.events import (
     BindingDroppedFact,
     BindingSetFact,
+    Fact,
     LedgerEvent,
     OverridesChangedFact,
     RunEndedFact,
@@ -19,6 +22,7 @@ from sessionledger.domain.events import (
     TranscriptAppendedFact,
     TranscriptEntry,
 )
+from sessionledger.domain.policies import FreshnessPolicy
 from sessionledger.domain.values import Role, RunOutcome, Trigger, Usage, Writer
 from sessionledger.infrastructure.ledger import Ledger
 from sessionledger.projections.replay import RowsByTable, replay, replayed_rows
@@ -175,3 +179,111 @@ class Log:
     def rows(self) -> RowsByTable:
         """Every read model as a fresh fold of the whole log has it (absent rows left out)."""
         return replayed_rows(replay(self.positioned()))
+
+
+# Gateway traffic on one key, drawn by hypothesis: commands on the aggregate and facts
+# about its generations ("current", the one before it, the first, or one it never had).
+GENERATIONS = st.sampled_from(["current", "current", "previous", "first", "nope"])
+TRAFFIC = st.one_of(
+    st.tuples(
+        st.just("start"),
+        GENERATIONS,
+        st.integers(0, 3),
+        st.sampled_from(["user", "heartbeat", "cron"]),
+    ),
+    st.tuples(
+        st.sampled_from(["end", "error"]),
+        GENERATIONS,
+        st.integers(0, 3),
+        st.sampled_from([0, 5, -7200]),  # seconds of clock skew
+        st.integers(0, 1000),  # input tokens
+    ),
+    st.tuples(
+        st.just("append"),
+        GENERATIONS,
+        st.integers(0, 3),
+        st.sampled_from([None, 0, 1, 2]),
+        st.sampled_from(["user", "assistant", "toolResult"]),
+        st.sampled_from(["runner", "ingress", "heartbeat"]),
+    ),
+    st.tuples(st.sampled_from(["bind", "unbind"]), GENERATIONS, st.sampled_from(["a", "b"])),
+    st.tuples(
+        st.just("override"),
+        GENERATIONS,
+        st.sampled_from(["model", "thinking"]),
+        st.sampled_from([None, "x", "y"]),
+    ),
+    st.tuples(st.just("reset"), st.sampled_from(["idle", "reset", "daily"])),
+    st.tuples(st.just("delete")),
+    st.tuples(st.just("prune"), GENERATIONS),
+    st.tuples(st.just("resolve"), st.sampled_from(["user", "heartbeat"]), st.integers(0, 2 * 3600)),
+)
+
+
+class Traffic:
+    """Plays TRAFFIC on one key's aggregate (opened as generation "s0", not collected, so
+    its events are the key's whole history) and answers what each command said."""
+
+    def __init__(self) -> None:
+        self.conversation = Conversation.open(KEY, at=T0, writer="ingress", session_id="s0")
+        self.facts = Facts()
+        self.lineage = ["s0"]  # every generation of the key, in opening order
+        self.now = T0
+
+    def sid(self, which: str) -> str:
+        return {
+            "current": self.lineage[-1],
+            "previous": self.lineage[-2] if len(self.lineage) > 1 else self.lineage[0],
+            "first": self.lineage[0],
+            "nope": "nope",
+        }[which]
+
+    def play(self, command: tuple[Any, ...]) -> Any:
+        kind, facts, conversation = command[0], self.facts, self.conversation
+        self.now += timedelta(seconds=1)
+        try:
+            if kind == "reset":
+                previous, new = conversation.reset(reason=command[1], at=self.now)
+                self.lineage.append(new)
+                return previous, new
+            if kind == "delete":
+                return conversation.delete(at=self.now)
+            if kind == "resolve":
+                self.now += timedelta(seconds=command[2])
+                resolution = conversation.resolve(
+                    now=self.now,
+                    interaction=command[1],
+                    policy=FreshnessPolicy(mode="idle", idle_minutes=60),
+                )
+                if resolution.rotated:
+                    self.lineage.append(resolution.session_id)
+                return resolution
+        except SessionDeleted as error:
+            return type(error).__name__
+        sid = self.sid(command[1])
+        if kind == "prune":
+            return conversation.prune(sid, at=self.now, reason="old")
+        fact: Fact
+        if kind == "start":
+            fact = facts.started(sid, f"r{command[2]}", trigger=command[3], at=self.now)
+        elif kind in ("end", "error"):
+            finish = facts.ended if kind == "end" else facts.errored
+            at = self.now + timedelta(seconds=command[3])
+            fact = finish(sid, f"r{command[2]}", at=at, usage=Usage(input=command[4]))
+        elif kind == "append":
+            parent = None if command[3] is None else f"m{command[3]}"
+            fact = facts.appended(
+                sid,
+                f"m{command[2]}",
+                parent=parent,
+                role=command[4],
+                writer=command[5],
+                at=self.now,
+            )
+        elif kind == "bind":
+            fact = facts.bound(sid, command[2], f"cli-{self.now.timestamp():.0f}")
+        elif kind == "unbind":
+            fact = facts.unbound(sid, command[2])
+        else:
+            fact = facts.overridden(sid, **{command[2]: command[3]})
+        return conversation.record(fact, self.now)

@@ -29,7 +29,8 @@ from sessionledger.projections.replay import RowsByTable, replay, replayed_rows
 
 
 def assert_replay_equals_live(ledger: Ledger) -> None:
-    """SPEC §4.3: a fresh fold of the whole log equals the live read models, field for field."""
+    """Invariant 3, replay equals live (docs/invariants.md): a fresh fold of the whole log
+    equals the live read models, field for field."""
     mismatches = ledger.replay_mismatches()
     assert mismatches == [], "\n".join(map(str, mismatches[:20]))
 

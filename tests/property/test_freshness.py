@@ -107,14 +107,23 @@ def test_expiry_across_daylight_saving_changes(
     assert got == expected_expiry(policy, opened_at=opened, last_user_interaction_at=None, now=now)
 
 
-@given(policies(), moments())
-def test_expiry_is_pure(
-    policy: FreshnessPolicy, times: tuple[datetime, datetime | None, datetime]
+@given(policies(), moments(), st.integers(-30 * 365, 30 * 365))
+def test_expiry_depends_on_the_instants_passed_not_on_when_it_is_asked(
+    policy: FreshnessPolicy, times: tuple[datetime, datetime | None, datetime], days: int
 ) -> None:
-    # Invariant 11: evaluation is deterministic given the now passed in (no wall clock inside).
+    # Invariant 11: evaluation is deterministic given the now passed in (no wall clock
+    # inside). With the boundaries at fixed UTC hours, moving every instant by whole days
+    # (decades before or after today) moves the boundaries along: the answer must not
+    # change, as it would if the policy read the real clock.
+    policy = policy.model_copy(update={"timezone": "UTC"})
     opened, last, now = times
-    answers = {policy.expiry(opened_at=opened, last_interaction_at=last, now=now) for _ in "ab"}
-    assert len(answers) == 1
+    shift = timedelta(days=days)
+    moved = policy.expiry(
+        opened_at=opened + shift,
+        last_interaction_at=last + shift if last else None,
+        now=now + shift,
+    )
+    assert moved == policy.expiry(opened_at=opened, last_interaction_at=last, now=now)
 
 
 @given(policies(), moments())
@@ -145,8 +154,6 @@ def test_only_user_interactions_refresh_or_rotate(
         now += timedelta(seconds=advance)
         before = conversation.current_session_id
         assert before is not None
-        generation = conversation.generations[before]
-        seen = generation.last_interaction_at
         expected = (
             expected_expiry(
                 policy, opened_at=opened_at, last_user_interaction_at=last_user, now=now
@@ -161,18 +168,22 @@ def test_only_user_interactions_refresh_or_rotate(
         )
         assert resolution.reason == expected
         assert resolution.rotated == (expected is not None)
+        events = conversation.collect_events()
         if interaction != "user":
+            # Nothing recorded: the generation's freshness is as it was.
             assert resolution.session_id == before
-            assert generation.last_interaction_at == seen
-            assert conversation.collect_events() == []
+            assert events == []
             continue
         if expected is not None:
             assert resolution.previous_session_id == before != resolution.session_id
             opened_at = now
         last_user = now
-        current = conversation.generations[resolution.session_id]
-        assert current.last_interaction_at == now
-        conversation.collect_events()
+        noted = events[-1]
+        assert (noted.type, noted.session_id, noted.occurred_at) == (
+            "interaction.recorded",
+            resolution.session_id,
+            now,
+        )
 
 
 @given(st.sampled_from(["heartbeat", "cron", "system"]), st.integers(1, 400 * 86400))

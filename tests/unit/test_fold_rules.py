@@ -371,6 +371,47 @@ def test_every_event_leaves_exactly_one_receipt_at_its_position() -> None:
     }
 
 
+# -- invariant 6: co-tenants never collide ------------------------------------------------------
+
+
+def test_co_tenant_writers_interleaved_on_one_generation_all_land_on_its_row() -> None:
+    """Invariant 6, co-tenants never collide (docs/invariants.md): heartbeat, cron,
+    ingress and the runner writing to the current generation in turn are each applied
+    to it, none undoing another's: every entry, run and binding is there."""
+    key = Key()
+    facts = key.facts
+    key.record(
+        facts.started("s1", "cron-run", trigger="cron"),
+        facts.appended("s1", "m1", writer="heartbeat"),
+        facts.started("s1", "user-run", trigger="user"),
+        facts.appended("s1", "m2", parent="m1", writer="ingress"),
+        facts.bound("s1", "cli", "c1"),
+        facts.appended("s1", "m3", parent="m2", writer="cron"),
+        facts.ended("s1", "cron-run", usage=Usage(input=4)),
+        facts.appended("s1", "m4", parent="m3", writer="runner"),
+    )
+    rows = key.rows()
+    generation = rows["generations"]["s1"]
+    assert (generation.entry_count, generation.active_run_ids, generation.bindings) == (
+        4,
+        ("user-run",),
+        {"cli": "c1"},
+    )
+    assert (generation.status, generation.last_run_id, generation.input_tokens) == (
+        "running",
+        "user-run",
+        4,
+    )
+    assert [e.entry_id for e in sorted(rows["entries"].values(), key=lambda e: e.seq)] == [
+        "m1",
+        "m2",
+        "m3",
+        "m4",
+    ]
+    assert {r.outcome for r in rows["receipts"].values()} == {"applied"}
+    assert generation.late_events == 0
+
+
 # -- invariant 9: resumable only with a transcript -----------------------------------------------
 
 

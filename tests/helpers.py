@@ -184,41 +184,48 @@ class Log:
 
 # Gateway traffic on one key, drawn by hypothesis: commands on the aggregate and facts
 # about its generations ("current", the one before it, the first, or one it never had).
-GENERATIONS = st.sampled_from(["current", "current", "previous", "first", "nope"])
-TRAFFIC = st.one_of(
-    st.tuples(
-        st.just("start"),
-        GENERATIONS,
-        st.integers(0, 3),
-        st.sampled_from(["user", "heartbeat", "cron"]),
-    ),
-    st.tuples(
-        st.sampled_from(["end", "error"]),
-        GENERATIONS,
-        st.integers(0, 3),
-        st.sampled_from([0, 5, -7200]),  # seconds of clock skew
-        st.integers(0, 1000),  # input tokens
-    ),
-    st.tuples(
-        st.just("append"),
-        GENERATIONS,
-        st.integers(0, 3),
-        st.sampled_from([None, 0, 1, 2]),
-        st.sampled_from(["user", "assistant", "toolResult"]),
-        st.sampled_from(["runner", "ingress", "heartbeat"]),
-    ),
-    st.tuples(st.sampled_from(["bind", "unbind"]), GENERATIONS, st.sampled_from(["a", "b"])),
-    st.tuples(
-        st.just("override"),
-        GENERATIONS,
-        st.sampled_from(["model", "thinking"]),
-        st.sampled_from([None, "x", "y"]),
-    ),
+GENERATIONS = st.sampled_from(["current", "current", "current", "previous", "first", "nope"])
+RUNS = st.tuples(
+    st.just("start"),
+    GENERATIONS,
+    st.integers(0, 1),
+    st.sampled_from(["user", "heartbeat", "cron"]),
+)
+ENDS = st.tuples(
+    st.sampled_from(["end", "error"]),
+    GENERATIONS,
+    st.integers(0, 1),
+    st.sampled_from([0, 5, -7200]),  # seconds of clock skew
+    st.integers(0, 1000),  # input tokens
+)
+APPENDS = st.tuples(
+    st.just("append"),
+    GENERATIONS,
+    st.integers(0, 3),
+    st.sampled_from([None, None, 0, 1]),
+    st.sampled_from(["user", "assistant", "toolResult"]),
+    st.sampled_from(["runner", "ingress", "heartbeat"]),
+)
+BINDINGS = st.tuples(st.sampled_from(["bind", "unbind"]), GENERATIONS, st.sampled_from(["a", "b"]))
+OVERRIDES = st.tuples(
+    st.just("override"),
+    GENERATIONS,
+    st.sampled_from(["model", "thinking"]),
+    st.sampled_from([None, "x", "y"]),
+)
+RESOLVES = st.tuples(
+    st.just("resolve"), st.sampled_from(["user", "heartbeat"]), st.integers(0, 2 * 3600)
+)
+LIFECYCLE = st.one_of(
     st.tuples(st.just("reset"), st.sampled_from(["idle", "reset", "daily"])),
     st.tuples(st.just("delete")),
-    st.tuples(st.just("prune"), GENERATIONS),
-    st.tuples(st.just("resolve"), st.sampled_from(["user", "heartbeat"]), st.integers(0, 2 * 3600)),
+    st.tuples(st.just("prune"), st.sampled_from(["previous", "first"])),
 )
+# Weighted by hand: runs start and end often (a run must start before it can end), a
+# rotation, deletion or pruning now and then (each ends what came before).
+TRAFFIC = st.sampled_from(
+    [RUNS] * 4 + [ENDS] * 4 + [APPENDS] * 4 + [BINDINGS, OVERRIDES, RESOLVES] + [LIFECYCLE] * 2
+).flatmap(lambda kind: kind)
 
 
 class Traffic:

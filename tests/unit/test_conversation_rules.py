@@ -640,7 +640,7 @@ def answers(conversation: Conversation, traffic: Traffic) -> list[tuple[Any, ...
 
 
 @settings(max_examples=150, deadline=None)
-@given(st.lists(TRAFFIC, max_size=30), st.booleans())
+@given(st.lists(TRAFFIC, min_size=5, max_size=30), st.booleans())
 def test_an_aggregate_rebuilt_from_its_events_decides_as_the_live_one(
     script: list[tuple[Any, ...]], from_snapshot: bool
 ) -> None:

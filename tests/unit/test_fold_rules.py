@@ -621,7 +621,7 @@ def resumed_rows(first: RowsByTable, resumed: RowSet) -> RowsByTable:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(TRAFFIC, max_size=40), st.data())
+@given(st.lists(TRAFFIC, min_size=5, max_size=40), st.data())
 def test_folding_the_same_log_again_gives_the_same_rows(
     script: list[tuple[Any, ...]], data: st.DataObject
 ) -> None:
@@ -654,7 +654,7 @@ def generation_is_possible(row: GenerationRow, runs: dict[str, RunRow]) -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(TRAFFIC, max_size=40))
+@given(st.lists(TRAFFIC, min_size=5, max_size=40))
 def test_every_row_is_possible_after_every_event(script: list[tuple[Any, ...]]) -> None:
     """Invariant 2, no impossible rows (docs/invariants.md): after each event, every
     generation and run row describes something that can be."""
@@ -672,7 +672,7 @@ def test_every_row_is_possible_after_every_event(script: list[tuple[Any, ...]]) 
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(TRAFFIC, max_size=40))
+@given(st.lists(TRAFFIC, min_size=5, max_size=40))
 def test_no_event_of_another_generation_touches_the_current_row(
     script: list[tuple[Any, ...]],
 ) -> None:
@@ -699,7 +699,7 @@ def test_no_event_of_another_generation_touches_the_current_row(
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(TRAFFIC, max_size=40))
+@given(st.lists(TRAFFIC, min_size=5, max_size=40))
 def test_rows_agree_with_a_count_over_the_log(script: list[tuple[Any, ...]]) -> None:
     """Invariants 4 (exactly once), 9 (resumable only with a transcript) and 12
     (transcript integrity) (docs/invariants.md), against a direct count over the log."""

@@ -74,9 +74,8 @@ def test_recover_closes_stale_runs_as_interrupted_by_system(later: Any) -> None:
     report = ledger.recover(timedelta(minutes=30))
     closed = {r.run_id: r.outcome for r in report.runs}
     # BUSY's run lives in an archived generation: closed there (archived), never current.
-    assert closed == {f"{IDLE}-r": "rejected", f"{BUSY}-r": "archived", f"{LIVE}-r": "applied"} or (
-        closed == {f"{BUSY}-r": "archived", f"{LIVE}-r": "applied"}
-    )
+    # IDLE's run ended before its reset: recover leaves it alone.
+    assert closed == {f"{BUSY}-r": "archived", f"{LIVE}-r": "applied"}
     assert "fresh-run" not in closed  # running for a minute: its runner may well be alive
     assert ledger.run("fresh-run").status == "running"
     assert ledger.session(LIVE).status == "running"

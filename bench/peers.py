@@ -440,49 +440,65 @@ def candidates(workdir: Path, postgres: str | None) -> list[Candidate]:
 def measure(
     workdir: Path, sizes: Sizes, postgres: str | None = None, say: Callable[[str], None] = print
 ) -> list[Measurement]:
-    """Every store that can run, one after the other; [] when no peer can (said so).
+    """Every store that can run; [] when no peer can (said so).
 
-    Appends are counted per second over `sizes.repeats` runs (the median); the read is
-    the median of READS timed reads per run, the transcript checked to hold
-    `sizes.transcript` items.
+    The stores are measured in turns: each of `sizes.repeats` rounds gives every store
+    its sequential appends, then its appends at once, then its reads, so a disk other
+    processes load now and then slows all of them alike rather than whichever ran at
+    the time. Appends are counted per second (the median of the rounds); the read is
+    the median of READS timed reads per round (then of the rounds), the transcript
+    checked to hold `sizes.transcript` items.
     """
     runnable, missing = [], []
     for candidate in candidates(workdir, postgres):
-        (runnable if _importable(*candidate.modules) else missing).append(candidate.name)
+        (runnable if _importable(*candidate.modules) else missing).append(candidate)
     if missing:
-        say(f"  not installed ({INSTALL}), skipped: {', '.join(missing)}")
-    if runnable == [Ours.name]:
+        say(f"  not installed ({INSTALL}), skipped: {', '.join(c.name for c in missing)}")
+    if [c.name for c in runnable] == [Ours.name]:
         say(f"  peers: skipped, no peer is installed ({INSTALL})")
         return []
     sequential, at_once, read = _task_names(sizes)
-    results: list[Measurement] = []
-    for candidate in candidates(workdir, postgres):
-        if candidate.name not in runnable:
-            continue
-        store = candidate.open()
-        try:
-            store.fill(sizes.transcript)
-            seq, many, reads = [], [], []
-            for _ in range(sizes.repeats):
-                seq.append(sizes.appends / store.append_sequentially(sizes.appends))
-                many.append(AT_ONCE * sizes.each / store.append_at_once(sizes.each))
-                times = []
-                for _ in range(READS):
-                    started = time.perf_counter()
-                    held = store.read()
-                    times.append(time.perf_counter() - started)
-                    assert held == sizes.transcript, (store.name, held)
-                reads.append(1000 * statistics.median(times))
-        finally:
+    samples: dict[tuple[str, str], list[float]] = {}
+    stores: list[Store] = []
+    try:
+        for candidate in runnable:  # ours first: on PostgreSQL it makes its tables first
+            stores.append(candidate.open())
+            stores[-1].fill(sizes.transcript)
+        for round_ in range(sizes.repeats):
+            say(f"  round {round_ + 1} of {sizes.repeats}")
+            for store in stores:
+                seconds = store.append_sequentially(sizes.appends)
+                samples.setdefault((store.name, sequential), []).append(sizes.appends / seconds)
+            for store in stores:
+                seconds = store.append_at_once(sizes.each)
+                rate = AT_ONCE * sizes.each / seconds
+                samples.setdefault((store.name, at_once), []).append(rate)
+            for store in stores:
+                samples.setdefault((store.name, read), []).append(_read_ms(store, sizes))
+    finally:
+        for store in stores:
             store.close()
-        done = [
-            Measurement(sequential, store.name, statistics.median(seq), "appends/s"),
-            Measurement(at_once, store.name, statistics.median(many), "appends/s"),
-            Measurement(read, store.name, statistics.median(reads), "ms"),
-        ]
-        say(f"  {store.name}: " + ", ".join(f"{_fmt(m)} ({m.task})" for m in done))
-        results += done
-    return results
+    return [
+        Measurement(
+            task,
+            store.name,
+            statistics.median(samples[store.name, task]),
+            "ms" if task == read else "appends/s",
+        )
+        for store in stores
+        for task in (sequential, at_once, read)
+    ]
+
+
+def _read_ms(store: Store, sizes: Sizes) -> float:
+    """The median of READS reads of the transcript, in ms."""
+    times = []
+    for _ in range(READS):
+        started = time.perf_counter()
+        held = store.read()
+        times.append(time.perf_counter() - started)
+        assert held == sizes.transcript, (store.name, held)
+    return 1000 * statistics.median(times)
 
 
 def _fmt(m: Measurement) -> str:

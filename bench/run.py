@@ -620,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             bench.raw.close()
     print()
-    print(table(bench.results, profile))
+    print(table(bench.results, profile) if bench.results else "no results (all skipped)")
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_json() for r in bench.results], indent=2))

@@ -20,11 +20,13 @@ skipped with a message, and the scenario is skipped when no peer can run.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import statistics
 import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
+from collections import defaultdict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -62,6 +64,8 @@ class Measurement:
     store: str
     value: float
     unit: str  # "appends/s" (higher is better) or "ms" (lower is better)
+    failed: int = 0  # appends that raised (not counted in the rate)
+    error: str = ""  # the first of their errors
 
     @property
     def rate(self) -> bool:
@@ -81,6 +85,14 @@ class Store(ABC):
     the appends, AT_ONCE holds the transcript that is read back."""
 
     name: str
+
+    def __init__(self) -> None:
+        self.failures: list[str] = []  # appends that raised, since measure() last looked
+
+    def failed(self, error: Exception) -> None:
+        """An append raised: it counts as not done, its error is kept, and the run goes
+        on, as a gateway's would (that message is lost, the conversation is not)."""
+        self.failures.append(f"{type(error).__name__}: {error}".splitlines()[0][:100])
 
     @abstractmethod
     def append_sequentially(self, count: int) -> float:
@@ -113,6 +125,7 @@ class Ours(Store):
     name = "sessionledger"
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.ledger = Ledger.open(url)
         run = uuid.uuid4().hex[:8]
         at = datetime.now(UTC)
@@ -128,12 +141,18 @@ class Ours(Store):
     def fact(chain: Chain) -> dict[str, Any]:
         return chain.append(message(chain.count))
 
+    def append(self, fact: dict[str, Any]) -> None:
+        try:
+            self.ledger.record([fact])
+        except Exception as error:
+            self.failed(error)
+
     def append_sequentially(self, count: int) -> float:
         chain = self.chains[0]
         facts = [self.fact(chain) for _ in range(count)]
         started = time.perf_counter()
         for fact in facts:
-            self.ledger.record([fact])
+            self.append(fact)
         return time.perf_counter() - started
 
     def append_at_once(self, count: int) -> float:
@@ -143,7 +162,7 @@ class Ours(Store):
         def client(facts: list[dict[str, Any]]) -> None:
             ready.wait()
             for fact in facts:
-                self.ledger.record([fact])
+                self.append(fact)
 
         threads = [threading.Thread(target=client, args=(facts,)) for facts in work]
         for thread in threads:
@@ -177,6 +196,7 @@ class AsyncStore(Store):
     locks, which bind them to one loop."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.loop = asyncio.new_event_loop()
         self.sent = [0] * (AT_ONCE + 1)  # messages appended per conversation
         self.run(self.start())
@@ -208,7 +228,10 @@ class AsyncStore(Store):
 
     async def _sends(self, conversation: int, count: int) -> None:
         for _ in range(count):
-            await self.send(conversation)
+            try:
+                await self.send(conversation)
+            except Exception as error:
+                self.failed(error)
 
     async def _timed(self, work: Coroutine[Any, Any, Any]) -> float:
         started = time.perf_counter()
@@ -343,8 +366,6 @@ class Adk(AsyncStore):
 
 
 def _importable(*modules: str) -> bool:
-    import importlib
-
     try:
         for module in modules:
             importlib.import_module(module)
@@ -458,7 +479,12 @@ def measure(
         say(f"  peers: skipped, no peer is installed ({INSTALL})")
         return []
     sequential, at_once, read = _task_names(sizes)
-    samples: dict[tuple[str, str], list[float]] = {}
+    appends: list[tuple[str, Callable[[Store], float], int]] = [
+        (sequential, lambda store: store.append_sequentially(sizes.appends), sizes.appends),
+        (at_once, lambda store: store.append_at_once(sizes.each), AT_ONCE * sizes.each),
+    ]
+    samples: dict[tuple[str, str], list[float]] = defaultdict(list)
+    failures: dict[tuple[str, str], list[str]] = defaultdict(list)
     stores: list[Store] = []
     try:
         for candidate in runnable:  # ours first: on PostgreSQL it makes its tables first
@@ -466,15 +492,14 @@ def measure(
             stores[-1].fill(sizes.transcript)
         for round_ in range(sizes.repeats):
             say(f"  round {round_ + 1} of {sizes.repeats}")
+            for task, run, attempted in appends:
+                for store in stores:
+                    store.failures.clear()
+                    seconds = run(store)
+                    failures[store.name, task] += store.failures
+                    samples[store.name, task].append((attempted - len(store.failures)) / seconds)
             for store in stores:
-                seconds = store.append_sequentially(sizes.appends)
-                samples.setdefault((store.name, sequential), []).append(sizes.appends / seconds)
-            for store in stores:
-                seconds = store.append_at_once(sizes.each)
-                rate = AT_ONCE * sizes.each / seconds
-                samples.setdefault((store.name, at_once), []).append(rate)
-            for store in stores:
-                samples.setdefault((store.name, read), []).append(_read_ms(store, sizes))
+                samples[store.name, read].append(_read_ms(store, sizes))
     finally:
         for store in stores:
             store.close()
@@ -484,6 +509,8 @@ def measure(
             store.name,
             statistics.median(samples[store.name, task]),
             "ms" if task == read else "appends/s",
+            len(failures[store.name, task]),
+            next(iter(failures[store.name, task]), ""),
         )
         for store in stores
         for task in (sequential, at_once, read)
@@ -515,10 +542,15 @@ def ratio(m: Measurement, results: list[Measurement]) -> str:
     """`m` against the best peer at the same task: how many times its rate (appends),
     or its time (reads)."""
     best = best_peer(results, m.task)
-    if m is best:
-        return "the best peer"
     kind = "rate" if m.rate else "time"
-    return f"{m.value / best.value:.2f}x the best peer's {kind} ({best.store})"
+    note = (
+        "the best peer"
+        if m is best
+        else f"{m.value / best.value:.2f}x the best peer's {kind} ({best.store})"
+    )
+    if m.failed:
+        note += f"; {m.failed:,} appends failed, not counted (first: {m.error})"
+    return note
 
 
 def table(results: list[Measurement]) -> str:
@@ -529,7 +561,8 @@ def table(results: list[Measurement]) -> str:
 
     def text(m: Measurement) -> str:
         best = best_peer(results, m.task)
-        return f"{_fmt(m)} ({m.value / best.value:.2f}x)"
+        failed = f", {m.failed:,} failed" if m.failed else ""
+        return f"{_fmt(m)} ({m.value / best.value:.2f}x{failed})"
 
     rows = [("store", *tasks)] + [
         (store, *(text(cell[store, task]) for task in tasks)) for store in stores
@@ -537,4 +570,9 @@ def table(results: list[Measurement]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = [" | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
     lines.insert(1, "-+-".join("-" * w for w in widths))
-    return "\n".join([*lines, "(ratio: to the best peer; appends: rate, reads: time)"])
+    return "\n".join(
+        [
+            *lines,
+            "(ratio: to the best peer; appends: rate, reads: time; failed: appends that raised)",
+        ]
+    )

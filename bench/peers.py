@@ -553,8 +553,8 @@ def ratio(m: Measurement, results: list[Measurement]) -> str:
     return note
 
 
-def table(results: list[Measurement]) -> str:
-    """Stores by task: each value and its ratio to the best peer."""
+def table(results: list[Measurement], rounds: int) -> str:
+    """Stores by task: each value (the median of `rounds`) and its ratio to the best peer."""
     tasks = list(dict.fromkeys(m.task for m in results))
     stores = list(dict.fromkeys(m.store for m in results))
     cell = {(m.store, m.task): m for m in results}
@@ -573,6 +573,7 @@ def table(results: list[Measurement]) -> str:
     return "\n".join(
         [
             *lines,
-            "(ratio: to the best peer; appends: rate, reads: time; failed: appends that raised)",
+            f"(median of {rounds} rounds; ratio: to the best peer, appends: rate, reads: time;"
+            " failed: appends that raised)",
         ]
     )

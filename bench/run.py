@@ -529,7 +529,7 @@ def peers_scenario(bench: Bench, postgres: str | None = None) -> None:
         name = f"{prefix}peers: {m.task}, {m.store}"
         bench.results.append(Result(name, m.value, m.unit, note=peers.ratio(m, results)))
     if results:
-        print(peers.table(results))
+        print(peers.table(results, sizes.repeats))
 
 
 SCENARIOS: dict[str, Callable[[Bench], None]] = {

@@ -522,6 +522,8 @@ def peers_scenario(bench: Bench, postgres: str | None = None) -> None:
     """Ours against the peers (bench/peers.py), in this profile's sizes; each row's note
     is its ratio to the best peer at the same task."""
     p = bench.p
+    # At most 3 rounds: a round of the slowest peers takes minutes. At once: a tenth of
+    # the sequential appends to each conversation (16 x 100 in the full profile).
     sizes = peers.Sizes(min(p.repeats, 3), p.appends, max(1, p.appends // 10), p.transcript)
     results = peers.measure(bench.dir, sizes, postgres)
     prefix = "[pg] " if postgres else ""

@@ -470,7 +470,8 @@ def measure(
     the median of READS timed reads per round (then of the rounds), the transcript
     checked to hold `sizes.transcript` items.
     """
-    runnable, missing = [], []
+    runnable: list[Candidate] = []
+    missing: list[Candidate] = []
     for candidate in candidates(workdir, postgres):
         (runnable if _importable(*candidate.modules) else missing).append(candidate)
     if missing:

@@ -18,14 +18,13 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
 from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
 from eventsourcing.utils import Environment
-from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, Transaction
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
 from sqlalchemy import Connection, Select, Table, bindparam, insert, select
-from sqlalchemy.orm import scoped_session, sessionmaker
 
 from sessionledger.domain.conversation import Conversation, conversation_id, project_conversation
 from sessionledger.domain.events import Recorded
@@ -63,14 +62,6 @@ class _CoreRecorder:
 
     events_record_cls: Any
     datastore: LedgerDatastore
-
-    def transaction(self, commit: bool = True) -> Transaction:
-        """What the library's own methods run in: inside our write transaction, an ORM
-        session joined to it (made only if some library path asks for one)."""
-        database = self.datastore.database
-        if database.current is None:
-            return self.datastore.transaction(commit=commit)
-        return Transaction(database.session(), commit=commit, lock=None, is_scoped_session=True)
 
     def select_events(
         self,
@@ -196,26 +187,34 @@ def _values(event: StoredEvent) -> dict[str, Any]:
 
 
 class LedgerDatastore(SQLAlchemyDatastore):
-    """The library's datastore, knowing our Database: recorders write in its write
-    transaction. The library's own session (`scoped_session`) serves only library
-    methods we do not override, outside a write transaction."""
+    """The library's datastore, knowing our Database: the recorders write on the
+    connection of its write transaction (`Database.current`)."""
 
     database: Database
 
 
 class LedgerFactory(SQLAlchemyFactory):
-    """The library's SQLAlchemy factory, bound to our Database."""
+    """The library's SQLAlchemy factory, its datastore on our Database's engine through
+    the library's scoped-session hook: a transaction managed outside the application.
+    Library code we do not override gets the ORM session of the caller's write
+    transaction (`Database.sessions`), which the library neither begins nor commits.
+
+    The documented hook (`SQLALCHEMY_SCOPED_SESSION_TOPIC`) resolves a topic to one
+    process-wide session; ours is per Database, so it is handed to the datastore
+    through `set_scoped_session`, which is what that hook does with the session it
+    resolves."""
 
     datastore_class = LedgerDatastore
     aggregate_recorder_class = LedgerSnapshotRecorder
     application_recorder_class = LedgerEventRecorder
 
     def __init__(self, env: Environment, database: Database) -> None:
-        InfrastructureFactory.__init__(self, env)
-        self._schema_name = None
-        self.datastore = datastore = LedgerDatastore(
-            session=scoped_session(sessionmaker(bind=database.engine, autoflush=False))
-        )
+        # No SQLALCHEMY_URL in the environment: the datastore makes no engine of its own.
+        super().__init__(env)
+        datastore = cast(LedgerDatastore, self.datastore)
+        datastore.set_scoped_session(database.sessions)
+        # Reading the engine off the scoped session made this thread a session on it.
+        database.sessions.remove()
         datastore.database = database
 
 

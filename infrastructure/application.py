@@ -334,20 +334,20 @@ class LedgerApplication(Application[UUID]):
     def save_conversations(
         self, events: list[Recorded], changed: list[tuple[Conversation, int]]
     ) -> list[tuple[int, Recorded]]:
-        """Record events in the given (decision) order, answering (position, event) pairs;
-        snapshot aggregates that crossed an interval (`changed`: each aggregate that added
-        events, with its version before them). This is EventStore.put (what
-        Application.save does underneath) minus its per-event runtime-protocol checks
-        and Recording objects, which dominated batch ingest."""
-        mapper = cast(PydanticMapper, self.mapper)
-        recorder = cast(LedgerEventRecorder, self.recorder)
-        positions = recorder.insert_payloads(mapper.to_payloads(events))
-        assert positions is not None and len(positions) == len(events)
+        """Record events in the given (decision) order through the library's event store,
+        answering (position, event) pairs; snapshot aggregates that crossed a snapshot
+        point (`changed`: each aggregate that added events, with its version before them;
+        `snapshot_due`)."""
+        recordings = self.events.put(events)
+        assert len(recordings) == len(events)
         assert self.snapshots is not None
         for conversation, before in changed:
             if snapshot_due(before, conversation.version):
                 self.snapshots.put([conversation.take_snapshot()])
-        return list(zip(positions, events, strict=True))
+        return [
+            (recording.notification.id, event)
+            for recording, event in zip(recordings, events, strict=True)
+        ]
 
     def forget(self, ids: Iterable[UUID]) -> None:
         """Evict aggregates a failed transaction may have mutated; the rest of the cache

@@ -10,21 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import sqlalchemy.exc
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
-from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    Mapper,
+    Notification,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.utils import Environment
-from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, exception_classes
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select
+from sqlalchemy import Connection, Row, Select, Table, bindparam, func, insert, select
 
 from sessionledger.domain.conversation import Conversation, conversation_id, project_conversation
 from sessionledger.domain.events import Recorded
@@ -33,6 +40,8 @@ from sessionledger.infrastructure.mapper import OrjsonTranscoder, Payload, Pydan
 from sessionledger.infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
 from sessionledger.projections.raw import on_driver
 from sessionledger.projections.statements import STATEMENTS
+
+T = TypeVar("T")
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -57,8 +66,9 @@ class _CoreRecorder:
     """The library's recorder, run on the Core connection of the caller's write
     transaction (`Database.writing`) instead of an ORM session: the same statements,
     same filters and order, built once (the library's ORM query cost more than the
-    database on every cache fast-forward). Outside a write transaction, reads take a
-    read connection of their own."""
+    database on every cache fast-forward). Outside a write transaction (the library's
+    own use of a recorder, as in its test cases), reads take a read connection of their
+    own and writes a write transaction of their own."""
 
     events_record_cls: Any
     datastore: LedgerDatastore
@@ -75,18 +85,30 @@ class _CoreRecorder:
             self.events_record_cls.__table__, gt is not None, lte is not None, desc, limit
         )
         parameters = {"originator_id": originator_id, "gt": gt, "lte": lte}
+        return _stored_events(self._read(query, parameters))
+
+    def _read(self, query: Select, parameters: dict[str, Any]) -> Sequence[Row[Any]]:  # type: ignore[type-arg]
         database = self.datastore.database
         connection = database.current
         if connection is None:
             with database.reading() as reading:
-                return _stored_events(reading.execute(query, parameters))
-        return _stored_events(connection.execute(query, parameters))
+                return reading.execute(query, parameters).all()
+        return connection.execute(query, parameters).all()
 
-    def _writing(self) -> Connection:
-        connection = self.datastore.database.current
-        if connection is None:
-            raise RuntimeError("events are recorded only in a write transaction")
-        return connection
+    def _write(self, write: Callable[[Connection], T]) -> T:
+        """`write` on the connection of the caller's write transaction, else in a write
+        transaction of its own, whose database errors are raised as the library's
+        recorders raise them (its `IntegrityError` for a version already recorded)."""
+        database = self.datastore.database
+        connection = database.current
+        if connection is not None:
+            return write(connection)
+        try:
+            with database.writing() as connection:
+                return write(connection)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            library_error = exception_classes.get(type(error).__name__, PersistenceError)
+            raise library_error(str(error)) from error
 
 
 def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
@@ -104,9 +126,9 @@ def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
 class LedgerSnapshotRecorder(_CoreRecorder, SQLAlchemyAggregateRecorder):  # type: ignore[misc]
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         if stored_events:
-            self._writing().execute(
-                insert(self.events_record_cls.__table__), [_values(e) for e in stored_events]
-            )
+            statement = insert(self.events_record_cls.__table__)
+            values = [_values(e) for e in stored_events]
+            self._write(lambda connection: connection.execute(statement, values))
 
 
 class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
@@ -117,17 +139,16 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
     own `LOCK TABLE` before the insert is `Database.writing`'s first statement.)"""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
-        return self.insert_payloads(
-            [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events]
-        )
-
-    def insert_payloads(self, payloads: Sequence[Payload]) -> list[int]:
-        """`insert_events` of the events' payloads (`PydanticMapper.to_payloads`): their
-        positions, in order."""
-        if not payloads:
+        """The events' positions, in order."""
+        if not stored_events:
             return []
+        payloads = [
+            (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
+        ]
+        return self._write(lambda connection: self._insert(connection, payloads))
+
+    def _insert(self, connection: Connection, payloads: Sequence[Payload]) -> list[int]:
         table = self.events_record_cls.__table__
-        connection = self._writing()
         if connection.dialect.name == "sqlite":
             statement = STATEMENTS.get(connection, _insert_event, table)
             # A batch's events belong to a few aggregates: each id is converted once.
@@ -149,6 +170,39 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
         notify = f"NOTIFY {self.channel_name};"
         on_driver(connection, _without_parameters, notify, None)
         return ids
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Notification]:
+        c = self.events_record_cls.__table__.c
+        query = select(c.id, c.originator_id, c.originator_version, c.topic, c.state)
+        if start is not None:
+            query = query.where(c.id >= start if inclusive_of_start else c.id > start)
+        if stop is not None:
+            query = query.where(c.id <= stop)
+        if topics:
+            query = query.where(c.topic.in_(topics))
+        rows = self._read(query.order_by(c.id).limit(limit), {})
+        return [
+            Notification(
+                id=row[0],
+                originator_id=row[1],
+                originator_version=row[2],
+                topic=row[3],
+                state=bytes(row[4]) if isinstance(row[4], memoryview) else row[4],
+            )
+            for row in rows
+        ]
+
+    def max_notification_id(self) -> int | None:
+        ((head,),) = self._read(select(func.max(self.events_record_cls.__table__.c.id)), {})
+        return cast("int | None", head)
 
 
 def _insert_one(cursor: Any, sql: str, parameters: Any) -> int:

@@ -1,6 +1,6 @@
 """The events recorder stays the library's: `insert_events` takes StoredEvents and
 answers their positions, although the ledger itself records plain payloads
-(`insert_payloads`), on SQLite and PostgreSQL alike."""
+on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 

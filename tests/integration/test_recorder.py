@@ -43,3 +43,22 @@ def test_insert_events_records_stored_events_in_order(ledger: Ledger) -> None:
         ]
         raise _Abort
     assert ledger.positions()[1] == 0  # rolled back: the log is as it was
+
+
+def test_library_code_runs_in_the_write_transaction(ledger: Ledger) -> None:
+    """The datastore's scoped session (`Database.sessions`) is the write transaction's:
+    the library's ORM queries see what the transaction wrote, and the session goes with
+    the transaction."""
+    recorder = ledger.app.recorder
+    assert isinstance(recorder, LedgerEventRecorder)
+    record = recorder.events_record_cls
+    stored = StoredEvent(originator_id=uuid4(), originator_version=1, topic="t", state=b"{}")
+    with pytest.raises(_Abort), ledger.database.writing() as connection:
+        (position,) = recorder.insert_events([stored])
+        with recorder.datastore.transaction(commit=True) as session:
+            assert session.connection() is connection
+            found = session.query(record).filter(record.id == position).one()
+            assert (found.originator_id, found.topic) == (stored.originator_id, "t")
+        raise _Abort
+    assert not ledger.database.sessions.registry.has()
+    assert ledger.positions()[1] == 0  # the library committed nothing of it

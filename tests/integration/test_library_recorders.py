@@ -12,6 +12,7 @@ position is the projector's, docs/architecture.md), so those cases do not apply.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 from eventsourcing.persistence import AggregateRecorder, ApplicationRecorder
@@ -24,33 +25,30 @@ from sessionledger.infrastructure.application import LedgerEventRecorder, Ledger
 from sessionledger.infrastructure.ledger import Ledger
 
 
-class OnSQLite:
-    """A freshly migrated SQLite file per test."""
+class OnStore:
+    """A freshly migrated store per test, at the URL the fixture `url_fixture` gives."""
 
+    url_fixture: ClassVar[str]
     ledger: Ledger
 
     @pytest.fixture(autouse=True)
-    def store(self, sqlite_url: str) -> Iterator[None]:
-        self.ledger = Ledger.open(sqlite_url)
+    def store(self, request: pytest.FixtureRequest) -> Iterator[None]:
+        self.ledger = Ledger.open(str(request.getfixturevalue(self.url_fixture)))
         try:
             yield
         finally:
             self.ledger.close()
+
+
+class OnSQLite(OnStore):
+    url_fixture = "sqlite_url"
 
 
 @pytest.mark.postgres
-class OnPostgres:
-    """A freshly migrated database on the test run's PostgreSQL server per test."""
+class OnPostgres(OnStore):
+    """On the test run's PostgreSQL server."""
 
-    ledger: Ledger
-
-    @pytest.fixture(autouse=True)
-    def store(self, postgres_url: str) -> Iterator[None]:
-        self.ledger = Ledger.open(postgres_url)
-        try:
-            yield
-        finally:
-            self.ledger.close()
+    url_fixture = "postgres_url"
 
 
 def snapshot_recorder(ledger: Ledger) -> AggregateRecorder:

@@ -1,7 +1,7 @@
 """The `eventsourcing` Application behind the ledger, persisted with eventsourcing-sqlalchemy.
 
 The library's recorders run on the Core connection of the write transaction the
-Ledger opens (`Database.writing`), so events, snapshots, read models and the
+Ledger opens (`Database.write`), so events, snapshots, read models and the
 tracking position commit together or not at all. Tables come from sessionledger.migrations
 (CREATE_TABLE=no), never from the library.
 """
@@ -10,22 +10,28 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import lru_cache
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
+import sqlalchemy.exc
 from eventsourcing.application import AggregateNotFoundError, Application, LRUCache
-from eventsourcing.persistence import InfrastructureFactory, Mapper, StoredEvent
+from eventsourcing.persistence import (
+    InfrastructureFactory,
+    Mapper,
+    Notification,
+    PersistenceError,
+    StoredEvent,
+)
 from eventsourcing.utils import Environment
-from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, Transaction
+from eventsourcing_sqlalchemy.datastore import SQLAlchemyDatastore, exception_classes
 from eventsourcing_sqlalchemy.factory import SQLAlchemyFactory
 from eventsourcing_sqlalchemy.recorders import (
     SQLAlchemyAggregateRecorder,
     SQLAlchemyApplicationRecorder,
 )
-from sqlalchemy import Connection, Select, Table, bindparam, insert, select
-from sqlalchemy.orm import scoped_session, sessionmaker
+from sqlalchemy import Connection, Row, Select, Table, bindparam, func, insert, select
 
 from sessionledger.domain.conversation import Conversation, conversation_id, project_conversation
 from sessionledger.domain.events import Recorded
@@ -34,6 +40,8 @@ from sessionledger.infrastructure.mapper import OrjsonTranscoder, Payload, Pydan
 from sessionledger.infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
 from sessionledger.projections.raw import on_driver
 from sessionledger.projections.statements import STATEMENTS
+
+T = TypeVar("T")
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -56,21 +64,14 @@ def _select_events(table: Table, gt: bool, lte: bool, desc: bool, limit: int | N
 
 class _CoreRecorder:
     """The library's recorder, run on the Core connection of the caller's write
-    transaction (`Database.writing`) instead of an ORM session: the same statements,
+    transaction (`Database.write`) instead of an ORM session: the same statements,
     same filters and order, built once (the library's ORM query cost more than the
-    database on every cache fast-forward). Outside a write transaction, reads take a
-    read connection of their own."""
+    database on every cache fast-forward). Outside a write transaction (the library's
+    own use of a recorder, as in its test cases), reads take a read connection of their
+    own and writes a write transaction of their own."""
 
     events_record_cls: Any
     datastore: LedgerDatastore
-
-    def transaction(self, commit: bool = True) -> Transaction:
-        """What the library's own methods run in: inside our write transaction, an ORM
-        session joined to it (made only if some library path asks for one)."""
-        database = self.datastore.database
-        if database.current is None:
-            return self.datastore.transaction(commit=commit)
-        return Transaction(database.session(), commit=commit, lock=None, is_scoped_session=True)
 
     def select_events(
         self,
@@ -84,18 +85,29 @@ class _CoreRecorder:
             self.events_record_cls.__table__, gt is not None, lte is not None, desc, limit
         )
         parameters = {"originator_id": originator_id, "gt": gt, "lte": lte}
+        return _stored_events(self._read(query, parameters))
+
+    def _read(self, query: Select, parameters: dict[str, Any]) -> Sequence[Row[Any]]:  # type: ignore[type-arg]
         database = self.datastore.database
         connection = database.current
         if connection is None:
             with database.reading() as reading:
-                return _stored_events(reading.execute(query, parameters))
-        return _stored_events(connection.execute(query, parameters))
+                return reading.execute(query, parameters).all()
+        return connection.execute(query, parameters).all()
 
-    def _writing(self) -> Connection:
-        connection = self.datastore.database.current
-        if connection is None:
-            raise RuntimeError("events are recorded only in a write transaction")
-        return connection
+    def _write(self, write: Callable[[Connection], T]) -> T:
+        """`write` on the connection of the caller's write transaction, else in a write
+        transaction of its own, whose database errors are raised as the library's
+        recorders raise them (its `IntegrityError` for a version already recorded)."""
+        database = self.datastore.database
+        connection = database.current
+        if connection is not None:
+            return write(connection)
+        try:
+            return database.write_once(write)
+        except sqlalchemy.exc.SQLAlchemyError as error:
+            library_error = exception_classes.get(type(error).__name__, PersistenceError)
+            raise library_error(str(error)) from error
 
 
 def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
@@ -113,9 +125,9 @@ def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
 class LedgerSnapshotRecorder(_CoreRecorder, SQLAlchemyAggregateRecorder):  # type: ignore[misc]
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> None:
         if stored_events:
-            self._writing().execute(
-                insert(self.events_record_cls.__table__), [_values(e) for e in stored_events]
-            )
+            statement = insert(self.events_record_cls.__table__)
+            values = [_values(e) for e in stored_events]
+            self._write(lambda connection: connection.execute(statement, values))
 
 
 class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
@@ -123,20 +135,19 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
     executemany instead of one ORM object per event: on SQLite through the driver
     (projections.statements), on PostgreSQL as SQLAlchemy's insertmanyvalues with
     RETURNING the ids in parameter order, then the library's NOTIFY. (The library's
-    own `LOCK TABLE` before the insert is `Database.writing`'s first statement.)"""
+    own `LOCK TABLE` before the insert is the first statement of `Database.write`.)"""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
-        return self.insert_payloads(
-            [(e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events]
-        )
-
-    def insert_payloads(self, payloads: Sequence[Payload]) -> list[int]:
-        """`insert_events` of the events' payloads (`PydanticMapper.to_payloads`): their
-        positions, in order."""
-        if not payloads:
+        """The events' positions, in order."""
+        if not stored_events:
             return []
+        payloads = [
+            (e.originator_id, e.originator_version, e.topic, e.state) for e in stored_events
+        ]
+        return self._write(lambda connection: self._insert(connection, payloads))
+
+    def _insert(self, connection: Connection, payloads: Sequence[Payload]) -> list[int]:
         table = self.events_record_cls.__table__
-        connection = self._writing()
         if connection.dialect.name == "sqlite":
             statement = STATEMENTS.get(connection, _insert_event, table)
             # A batch's events belong to a few aggregates: each id is converted once.
@@ -158,6 +169,39 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
         notify = f"NOTIFY {self.channel_name};"
         on_driver(connection, _without_parameters, notify, None)
         return ids
+
+    def select_notifications(
+        self,
+        start: int | None,
+        limit: int,
+        stop: int | None = None,
+        topics: Sequence[str] = (),
+        *,
+        inclusive_of_start: bool = True,
+    ) -> list[Notification]:
+        c = self.events_record_cls.__table__.c
+        query = select(c.id, c.originator_id, c.originator_version, c.topic, c.state)
+        if start is not None:
+            query = query.where(c.id >= start if inclusive_of_start else c.id > start)
+        if stop is not None:
+            query = query.where(c.id <= stop)
+        if topics:
+            query = query.where(c.topic.in_(topics))
+        rows = self._read(query.order_by(c.id).limit(limit), {})
+        return [
+            Notification(
+                id=row[0],
+                originator_id=row[1],
+                originator_version=row[2],
+                topic=row[3],
+                state=bytes(row[4]) if isinstance(row[4], memoryview) else row[4],
+            )
+            for row in rows
+        ]
+
+    def max_notification_id(self) -> int | None:
+        ((head,),) = self._read(select(func.max(self.events_record_cls.__table__.c.id)), {})
+        return cast("int | None", head)
 
 
 def _insert_one(cursor: Any, sql: str, parameters: Any) -> int:
@@ -196,26 +240,34 @@ def _values(event: StoredEvent) -> dict[str, Any]:
 
 
 class LedgerDatastore(SQLAlchemyDatastore):
-    """The library's datastore, knowing our Database: recorders write in its write
-    transaction. The library's own session (`scoped_session`) serves only library
-    methods we do not override, outside a write transaction."""
+    """The library's datastore, knowing our Database: the recorders write on the
+    connection of its write transaction (`Database.current`)."""
 
     database: Database
 
 
 class LedgerFactory(SQLAlchemyFactory):
-    """The library's SQLAlchemy factory, bound to our Database."""
+    """The library's SQLAlchemy factory, its datastore on our Database's engine through
+    the library's scoped-session hook: a transaction managed outside the application.
+    Library code we do not override gets the ORM session of the caller's write
+    transaction (`Database.sessions`), which the library neither begins nor commits.
+
+    The documented hook (`SQLALCHEMY_SCOPED_SESSION_TOPIC`) resolves a topic to one
+    process-wide session; ours is per Database, so it is handed to the datastore
+    through `set_scoped_session`, which is what that hook does with the session it
+    resolves."""
 
     datastore_class = LedgerDatastore
     aggregate_recorder_class = LedgerSnapshotRecorder
     application_recorder_class = LedgerEventRecorder
 
     def __init__(self, env: Environment, database: Database) -> None:
-        InfrastructureFactory.__init__(self, env)
-        self._schema_name = None
-        self.datastore = datastore = LedgerDatastore(
-            session=scoped_session(sessionmaker(bind=database.engine, autoflush=False))
-        )
+        # No SQLALCHEMY_URL in the environment: the datastore makes no engine of its own.
+        super().__init__(env)
+        datastore = cast(LedgerDatastore, self.datastore)
+        datastore.set_scoped_session(database.sessions)
+        # Reading the engine off the scoped session made this thread a session on it.
+        database.sessions.remove()
         datastore.database = database
 
 
@@ -335,20 +387,20 @@ class LedgerApplication(Application[UUID]):
     def save_conversations(
         self, events: list[Recorded], changed: list[tuple[Conversation, int]]
     ) -> list[tuple[int, Recorded]]:
-        """Record events in the given (decision) order, answering (position, event) pairs;
-        snapshot aggregates that crossed an interval (`changed`: each aggregate that added
-        events, with its version before them). This is EventStore.put (what
-        Application.save does underneath) minus its per-event runtime-protocol checks
-        and Recording objects, which dominated batch ingest."""
-        mapper = cast(PydanticMapper, self.mapper)
-        recorder = cast(LedgerEventRecorder, self.recorder)
-        positions = recorder.insert_payloads(mapper.to_payloads(events))
-        assert positions is not None and len(positions) == len(events)
+        """Record events in the given (decision) order through the library's event store,
+        answering (position, event) pairs; snapshot aggregates that crossed a snapshot
+        point (`changed`: each aggregate that added events, with its version before them;
+        `snapshot_due`)."""
+        recordings = self.events.put(events)
+        assert len(recordings) == len(events)
         assert self.snapshots is not None
         for conversation, before in changed:
             if snapshot_due(before, conversation.version):
                 self.snapshots.put([conversation.take_snapshot()])
-        return list(zip(positions, events, strict=True))
+        return [
+            (recording.notification.id, event)
+            for recording, event in zip(recordings, events, strict=True)
+        ]
 
     def forget(self, ids: Iterable[UUID]) -> None:
         """Evict aggregates a failed transaction may have mutated; the rest of the cache

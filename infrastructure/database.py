@@ -23,7 +23,7 @@ import sqlalchemy.exc
 from eventsourcing.persistence import IntegrityError as LibraryIntegrityError
 from eventsourcing.persistence import PersistenceError
 from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event, make_url
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.infrastructure import jsoncodec
@@ -54,9 +54,15 @@ class Database:
         # This process's writers queue on a lock; the one waiting for another process
         # asks SQLite for the write lock every millisecond (_begin_immediate).
         self._process_write_lock = threading.Lock() if self.dialect == "sqlite" else None
-        # This thread's write transaction: its connection, and an ORM session on it once
-        # anything asked for one.
+        # This thread's write transaction's connection.
         self._local = threading.local()
+        # The ORM session of this thread's write transaction, joined to its connection and
+        # made only when library code asks for one: what eventsourcing-sqlalchemy's
+        # scoped-session hook takes (a transaction managed outside the application).
+        # (Its factory is "usually, but not necessarily" a sessionmaker, says SQLAlchemy.)
+        self.sessions: scoped_session[Session] = scoped_session(
+            cast("sessionmaker[Session]", self._joined_session)
+        )
         self._lock_sql: tuple[str, ...] = ()
         if self.dialect == "postgresql":
             # At least 1 ms: PostgreSQL reads a lock_timeout of 0 as "wait forever".
@@ -98,12 +104,10 @@ class Database:
     def _end(self, connection: Connection, *, commit: bool, close: bool = True) -> None:
         """Commit (or roll back), then give back the connection (unless the caller keeps
         it: `close=False`) and the writer lock."""
-        local = self._local
-        local.connection = None
-        session = local.__dict__.pop("session", None)
+        self._local.connection = None
         try:
-            if session is not None:
-                session.close()  # joined our transaction: closing it leaves it to us
+            if self.sessions.registry.has():
+                self.sessions.remove()  # joined our transaction: closing it leaves it to us
             if commit:
                 connection.commit()
                 if self.checkpointer is not None:
@@ -123,20 +127,32 @@ class Database:
         """The connection of this thread's write transaction, if it is in one."""
         return getattr(self._local, "connection", None)
 
-    def session(self) -> Session:
-        """An ORM session in this thread's write transaction (made on first use, closed
-        with the transaction), for library code that wants one."""
-        local = self._local
-        session: Session | None = local.__dict__.get("session")
-        if session is None:
-            connection = self.current
-            if connection is None:
-                raise RuntimeError("not in a write transaction (Database.write)")
-            # Joins the transaction: its commit commits nothing, closing it leaves ours.
-            session = local.session = Session(
-                bind=connection, autoflush=False, expire_on_commit=False
-            )
-        return session
+    def _joined_session(self) -> Session:
+        """The session `sessions` makes for this thread: in a write transaction, joined to
+        its connection (its commit commits nothing; closing it, which the transaction's
+        end does, leaves the transaction to us); outside one, on the engine, for whoever
+        asked (the library reads the dialect from it) to remove again."""
+        connection = self.current
+        return Session(
+            bind=self.engine if connection is None else connection,
+            autoflush=False,
+            expire_on_commit=False,
+        )
+
+    def write_once(self, work: Callable[[Connection], T]) -> T:
+        """Run `work` in one write transaction on a Core connection, holding the
+        database's writer lock from its start; commit if it returns, roll back if it
+        raises. Database errors are raised as they are, not retried: for the library's
+        recorders called outside a command, whose callers expect the library's errors.
+        Commands use `write`."""
+        connection = self._begin()
+        try:
+            result = work(connection)
+        except BaseException:
+            self._end(connection, commit=False)
+            raise
+        self._end(connection, commit=True)
+        return result
 
     def write(
         self,
@@ -145,22 +161,14 @@ class Database:
         on_failure: Callable[[], None] | None = None,
         attempts: int = 5,
     ) -> T:
-        """Run `work` in one write transaction on a Core connection, holding the
-        database's writer lock from its start; commit if it returns, roll back if it
-        raises. Transient conflicts (deadlock, serialisation, a duplicate aggregate
-        version) run `work` again, up to `attempts` times; database faults raise
-        StoreUnavailable. `on_failure` runs after each failed attempt."""
+        """Run `work` in one write transaction (`write_once`). Transient conflicts
+        (deadlock, serialisation, a duplicate aggregate version) run `work` again, up to
+        `attempts` times; database faults raise StoreUnavailable. `on_failure` runs after
+        each failed attempt."""
         for attempt in range(1, attempts + 1):
             try:
                 try:
-                    connection = self._begin()
-                    try:
-                        result = work(connection)
-                    except BaseException:
-                        self._end(connection, commit=False)
-                        raise
-                    self._end(connection, commit=True)
-                    return result
+                    return self.write_once(work)
                 except _DATABASE_ERRORS as error:
                     fault = _fault(error, retry=True)
                     if fault is None:

@@ -1,6 +1,6 @@
 """The events recorder stays the library's: `insert_events` takes StoredEvents and
 answers their positions, although the ledger itself records plain payloads
-(`insert_payloads`), on SQLite and PostgreSQL alike."""
+on SQLite and PostgreSQL alike."""
 
 from __future__ import annotations
 
@@ -47,3 +47,25 @@ def test_insert_events_records_stored_events_in_order(ledger: Ledger) -> None:
     with pytest.raises(_Abort):
         ledger.store.database.write(work)
     assert ledger.positions()[1] == 0  # rolled back: the log is as it was
+
+
+def test_library_code_runs_in_the_write_transaction(ledger: Ledger) -> None:
+    """The datastore's scoped session (`Database.sessions`) is the write transaction's:
+    the library's ORM queries see what the transaction wrote, and the session goes with
+    the transaction."""
+    recorder = ledger.store.app.recorder
+    assert isinstance(recorder, LedgerEventRecorder)
+    record = recorder.events_record_cls
+    stored = StoredEvent(originator_id=uuid4(), originator_version=1, topic="t", state=b"{}")
+    def work(connection: Connection) -> None:
+        (position,) = recorder.insert_events([stored])
+        with recorder.datastore.transaction(commit=True) as session:
+            assert session.connection() is connection
+            found = session.query(record).filter(record.id == position).one()
+            assert (found.originator_id, found.topic) == (stored.originator_id, "t")
+        raise _Abort
+
+    with pytest.raises(_Abort):
+        ledger.store.database.write(work)
+    assert not ledger.store.database.sessions.registry.has()
+    assert ledger.positions()[1] == 0  # the library committed nothing of it

@@ -1,5 +1,7 @@
 """When an aggregate is snapshotted: every SNAPSHOT_INTERVAL events, and for long
-histories every power of two between a sixteenth and an eighth of the version."""
+histories every power of two between a sixteenth and an eighth of the version (the
+library's `snapshotting_intervals` is one fixed interval per aggregate class, hence a
+schedule of our own; the snapshot itself goes into the library's snapshot store)."""
 
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ from sessionledger.domain.conversation import Decision, Outcome
 from sessionledger.domain.events import Fact, RunStartedFact
 from sessionledger.infrastructure.collector import at_ease_for
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
-from sessionledger.projections.rows import CAMEL, ReceiptRow, slot_builder
+from sessionledger.projections.rows import CAMEL, ReceiptRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +118,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                 if started_run is not None:
                     started_here[started_run] = key
                 continue
-            answers[index] = _result(
+            answers[index] = RecordResult(
                 event_id,
                 decision.outcome,
                 None,
@@ -142,7 +142,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
         assert receipt_row is not None  # the projector folds with receipts
         written[receipt_row.event_id] = receipt_row
         current = receipt_row.current_session_id
-        results[number][index] = _result(
+        results[number][index] = RecordResult(
             receipt_row.event_id,
             outcome,
             receipt_row.position,
@@ -181,10 +181,6 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
 
 
 RUN_STARTED = RunStartedFact.model_fields["type"].default
-
-# RecordResult built through a plain twin (every field given): a frozen dataclass's
-# __init__ sets each field through object.__setattr__, and a batch answers every event.
-_result = slot_builder(RecordResult)
 
 
 def _logged_fingerprints(uow: UnitOfWork, receipts: Iterable[ReceiptRow]) -> dict[int, str]:

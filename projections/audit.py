@@ -28,7 +28,6 @@ from sessionledger.projections.rows import (
     RunRow,
     SessionRow,
     SessionView,
-    slot_builder,
 )
 from sessionledger.projections.state import RowSet
 
@@ -145,10 +144,6 @@ class AuditReport:
     anomalies: list[Anomaly] = field(hash=False)
     state: AuditState
     notes: list[str] = field(hash=False)
-
-
-# One per event: without __init__'s object.__setattr__ per field (projections/raw.py).
-_AUDIT_ENTRY = slot_builder(AuditEntry)
 
 
 def current_view(rows: RowSet, session_key: str) -> SessionView | None:
@@ -271,7 +266,7 @@ def audit(
                 )
             seen_entries[fingerprint] = (item.id, occurred)
         entries.append(
-            _AUDIT_ENTRY(
+            AuditEntry(
                 position=position,
                 event_id=event.event_id,
                 type=event.type,

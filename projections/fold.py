@@ -12,7 +12,7 @@ of its own sessionId only, and the session row is a pointer that only
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -38,8 +38,6 @@ from sessionledger.projections.rows import (
     ReceiptRow,
     RunRow,
     SessionRow,
-    slot_builder,
-    slot_evolver,
 )
 
 EffectKind = Literal["applied", "archived"]
@@ -123,7 +121,7 @@ def fold(
         effect = Effect("applied", "deleted the session")
     elif type(event) is RunStarted:
         shape = KeyShape.parse(event.session_key)
-        run = _run_row(
+        run = RunRow(
             run_id=event.run_id,
             session_key=event.session_key,
             session_id=event.session_id,
@@ -165,23 +163,21 @@ def fold(
         # Identity decides, not clocks: a skewed end is clamped, never dropped.
         ended_at = max(utc(event.occurred_at), started.started_at)
         usage = event.usage
-        run = _evolve_run(
+        run = replace(
             started,
-            dict(
-                status=event.outcome if type(event) is RunEnded else "failed",
-                ended_at=ended_at,
-                runtime_ms=_millis(ended_at - started.started_at),
-                stop_reason=event.stop_reason if type(event) is RunEnded else None,
-                error=event.error if type(event) is RunErrored else None,
-                error_kind=event.error_kind if type(event) is RunErrored else None,
-                input_tokens=usage.input,
-                output_tokens=usage.output,
-                cache_read_tokens=usage.cache_read,
-                cache_write_tokens=usage.cache_write,
-                late=started.late or not current,
-                ended_position=position,
-                updated_at=recorded,
-            ),
+            status=event.outcome if type(event) is RunEnded else "failed",
+            ended_at=ended_at,
+            runtime_ms=_millis(ended_at - started.started_at),
+            stop_reason=event.stop_reason if type(event) is RunEnded else None,
+            error=event.error if type(event) is RunErrored else None,
+            error_kind=event.error_kind if type(event) is RunErrored else None,
+            input_tokens=usage.input,
+            output_tokens=usage.output,
+            cache_read_tokens=usage.cache_read,
+            cache_write_tokens=usage.cache_write,
+            late=started.late or not current,
+            ended_position=position,
+            updated_at=recorded,
         )
         still_active = tuple(r for r in generation.active_run_ids if r != event.run_id)
         touched.update(
@@ -200,7 +196,7 @@ def fold(
     elif type(event) is TranscriptAppended:
         item = event.entry
         seq, entry_hash, writer, role = event.seq, event.entry_hash, event.writer, item.role
-        entry = _entry_row(
+        entry = EntryRow(
             session_id=session_id,
             seq=seq,
             entry_id=item.id,
@@ -250,14 +246,14 @@ def fold(
         )
 
     current_session_id = None if deleted_key or session is None else session.session_id
-    return _transition(
+    return Transition(
         effect=effect,
         receipt=_receipt(event, position, effect.kind, current_session_id, recorded)
         if receipts
         else None,
         session=None,
         deleted_key=deleted_key,
-        generations=(_evolve(generation, touched),),
+        generations=(replace(generation, **touched),),
         run=run,
         entry=entry,
         pruned_session_id=pruned,
@@ -272,7 +268,7 @@ def _opened(
     recorded: datetime,
     receipts: bool,
 ) -> Transition:
-    generation = _generation_row(
+    generation = GenerationRow(
         session_id=event.session_id,
         session_key=event.session_key,
         previous_session_id=event.previous_session_id,
@@ -308,7 +304,7 @@ def _opened(
         pruned_at=None,
     )
     shape = KeyShape.parse(event.session_key)
-    pointer = _session_row(
+    pointer = SessionRow(
         session_key=event.session_key,
         session_id=event.session_id,
         agent=shape.agent,
@@ -322,7 +318,7 @@ def _opened(
         if event.previous_session_id
         else f"opened generation {event.session_id} ({event.reason})"
     )
-    return _transition(
+    return Transition(
         effect=Effect("applied", note),
         receipt=_receipt(event, position, "applied", event.session_id, recorded)
         if receipts
@@ -358,20 +354,7 @@ def _focus(run: RunRow) -> dict[str, Any]:
     }
 
 
-# Rows are built through a plain twin of each class (projections/rows.py
-# `slot_builder`): a frozen dataclass's __init__ routes every field through
-# object.__setattr__, and the fold builds three or four rows per event.
-_generation_row = slot_builder(GenerationRow)
-_session_row = slot_builder(SessionRow)
-_run_row = slot_builder(RunRow)
-_entry_row = slot_builder(EntryRow)
-_receipt_row = slot_builder(ReceiptRow)
-_transition = slot_builder(Transition)
 _APPLIED_TO_CURRENT = Effect("applied", "applied to current")
-
-
-_evolve = slot_evolver(GenerationRow)
-_evolve_run = slot_evolver(RunRow)
 
 
 def _receipt(
@@ -381,7 +364,7 @@ def _receipt(
     current_session_id: str | None,
     recorded: datetime,
 ) -> ReceiptRow:
-    return _receipt_row(
+    return ReceiptRow(
         event_id=event.event_id,
         session_id=event.session_id,
         current_session_id=current_session_id,

@@ -37,7 +37,6 @@ from sessionledger.projections.rows import (
     ReceiptRow,
     RunRow,
     SessionRow,
-    slot_builder,
 )
 from sessionledger.projections.state import RowSet
 from sessionledger.projections.statements import (
@@ -78,14 +77,15 @@ def select_in(
     connection: Connection, table: Table, column: str, keys: Sequence[Any], row_type: type[T]
 ) -> list[T]:
     """Rows of `table` whose `column` is one of `keys`, as `row_type`, in chunks."""
-    into = _BUILDERS[row_type]
     rows: list[T] = []
     for start in range(0, len(keys), IN_CHUNK):
         chunk = list(keys[start : start + IN_CHUNK])
         size = _in_size(len(chunk))
         chunk += [chunk[0]] * (size - len(chunk))
         query = _select(_select_in, table, column, size, row_type)
-        rows.extend(query.rows(connection, into, **{f"k{i}": key for i, key in enumerate(chunk)}))
+        rows.extend(
+            query.rows(connection, row_type, **{f"k{i}": key for i, key in enumerate(chunk)})
+        )
     return rows
 
 
@@ -106,11 +106,6 @@ def _select_in(table: Table, column: str, size: int, row_type: type) -> Any:
     return select(*in_field_order(table, row_type)).where(
         table.c[column].in_([bindparam(f"k{i}") for i in range(size)])
     )
-
-
-_BUILDERS: dict[type, Callable[..., Any]] = {
-    row_type: slot_builder(row_type) for row_type in (SessionRow, GenerationRow, RunRow, ReceiptRow)
-}
 
 
 class RowCache:

@@ -23,15 +23,10 @@ from sessionledger.projections.rows import (
     SessionRow,
     SessionView,
     entry_viewer,
-    slot_builder,
 )
 from sessionledger.projections.tables import ReadModelTables
 
 MAX_PAGE = 1000
-
-_GENERATION = slot_builder(GenerationRow)
-_RUN = slot_builder(RunRow)
-_SESSION = slot_builder(SessionRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +82,7 @@ class Queries:
         Ordered by when it was opened, not by when it was last touched: late events
         keep landing on older generations after a delete.
         """
-        rows = self._deleted.rows(connection, _GENERATION, key=session_key)
+        rows = self._deleted.rows(connection, GenerationRow, key=session_key)
         return rows[0] if rows else None
 
     def sessions(
@@ -141,18 +136,18 @@ class Queries:
         return RawSelect(query.order_by(s.c.session_key).limit(bindparam("limit")))
 
     def generation(self, connection: Connection, session_id: str) -> GenerationRow | None:
-        rows = self._generation.rows(connection, _GENERATION, id=session_id)
+        rows = self._generation.rows(connection, GenerationRow, id=session_id)
         return rows[0] if rows else None
 
     def generations_of(self, connection: Connection, session_key: str) -> list[GenerationRow]:
-        return self._generations_of.rows(connection, _GENERATION, key=session_key)
+        return self._generations_of.rows(connection, GenerationRow, key=session_key)
 
     def run(self, connection: Connection, run_id: str) -> RunRow | None:
-        rows = self._run.rows(connection, _RUN, id=run_id)
+        rows = self._run.rows(connection, RunRow, id=run_id)
         return rows[0] if rows else None
 
     def runs_of(self, connection: Connection, session_id: str) -> list[RunRow]:
-        return self._runs_of.rows(connection, _RUN, id=session_id)
+        return self._runs_of.rows(connection, RunRow, id=session_id)
 
     def transcript(
         self, connection: Connection, session_key: str, session_ids: list[str]
@@ -179,4 +174,4 @@ class Queries:
     def _view(self, *row: Any) -> SessionView:
         # The join's columns: the pointer's, then its generation's.
         width = self._sessions_width
-        return SessionView.of(_SESSION(*row[:width]), _GENERATION(*row[width:]))
+        return SessionView.of(SessionRow(*row[:width]), GenerationRow(*row[width:]))

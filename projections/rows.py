@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, is_dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -263,7 +263,7 @@ def entry_viewer(session_key: str) -> Callable[..., EntryView]:
         recorded_at: datetime,
     ) -> EntryView:
         nonlocal previous
-        built = _entry_view(
+        built = EntryView(
             session_id,
             seq,
             entry_id,
@@ -285,76 +285,6 @@ def entry_viewer(session_key: str) -> Callable[..., EntryView]:
     return view
 
 
-def slot_builder(cls: type[T]) -> Callable[..., T]:
-    """A constructor for a frozen, slotted dataclass (same parameters as its __init__,
-    every field required) for rows built per event: it fills a plain twin class with the
-    same slots, then makes the object a `cls` (`__class__` assignment, which CPython
-    allows between classes of one layout). A frozen dataclass's __init__ sets each slot
-    through object.__setattr__, a call per field, where the twin's stores are plain
-    attribute stores (2-3x less for the fold's rows, which it builds 60-odd fields of per
-    event). The result is an ordinary `cls` instance: same type, slots, equality, hash.
-
-    For classes whose __init__ only assigns (no __post_init__, every field an init
-    field); anything else, or a layout CPython refuses, is a TypeError at import."""
-    names, scope = _twin(cls)
-    body = "".join(f"    __row.{name} = {name}\n" for name in names)
-    build: Callable[..., T] = _generated(
-        scope,
-        f"def build({', '.join(names)}):\n    __row = __new(__twin)\n{body}"
-        "    __row.__class__ = __cls\n    return __row\n",
-        f"slot_builder({cls.__qualname__})",
-    )
-    if type(build(*[None] * len(names))) is not cls:  # CPython checked the layouts
-        raise TypeError(f"{cls!r}: the slot builder does not make one")
-    return build
-
-
-def slot_evolver(cls: type[T]) -> Callable[[T, dict[str, Any]], T]:
-    """`dataclasses.replace(row, **changes)` for the classes `slot_builder` serves,
-    without its per-field introspection: the twin gets every slot copied by plain
-    attribute loads and stores, then the changed ones (a field name that is not one is
-    an AttributeError), then becomes a `cls` (a third less than all values through an
-    attrgetter into the builder's arguments; the fold evolves a row per event)."""
-    names, scope = _twin(cls)
-    scope["__set"] = setattr
-    body = "".join(f"    __new_row.{name} = __row.{name}\n" for name in names)
-    return _generated(  # type: ignore[no-any-return]
-        scope,
-        f"def evolve(__row, __changes):\n    __new_row = __new(__twin)\n{body}"
-        "    for __name, __value in __changes.items():\n"
-        "        __set(__new_row, __name, __value)\n"
-        "    __new_row.__class__ = __cls\n    return __new_row\n",
-        f"slot_evolver({cls.__qualname__})",
-    )
-
-
-def _twin(cls: type) -> tuple[list[str], dict[str, Any]]:
-    """A plain slotted dataclass's field names, and the scope its generated builders run
-    in: a twin class with the same slots, object.__new__ and the class itself."""
-    if not (
-        is_dataclass(cls)
-        and "__slots__" in cls.__dict__
-        and not hasattr(cls, "__post_init__")
-        and all(f.init for f in fields(cls))
-    ):
-        raise TypeError(f"{cls!r} is not a plain slotted dataclass")
-    names = [f.name for f in fields(cls)]
-    # The generated functions' own names start with "__", which no field name does here.
-    assert not any(name.startswith("__") for name in names), names
-    twin = type(f"_{cls.__name__}Slots", (), {"__slots__": cls.__dict__["__slots__"]})
-    return names, {"__new": object.__new__, "__twin": twin, "__cls": cls}
-
-
-def _generated(scope: dict[str, Any], source: str, qualname: str) -> Any:
-    exec(source, scope)
-    function = scope[source[4 : source.index("(")]]
-    function.__qualname__ = qualname
-    return function
-
-
 def row_values(row: Any) -> dict[str, Any]:
     """Column values of a row (shallow, unlike dataclasses.asdict)."""
     return {f.name: getattr(row, f.name) for f in fields(row)}
-
-
-_entry_view = slot_builder(EntryView)

@@ -80,13 +80,8 @@ def unproject() -> None:
     def skip(*_arguments: Any) -> None:
         return None
 
-    projector = projector_module.Projector
-    for owner, name, stand_in in (
-        (projector, "_insert", staticmethod(skip)),
-        (projector, "_delete", staticmethod(skip)),
-        (projector_module, "_update_changed", skip),
-    ):
-        setattr(owner, name, stand_in)
+    for name in ("insert_rows", "delete_rows", "update_changed"):
+        setattr(projector_module, name, skip)
 
 
 def main() -> None:

@@ -32,8 +32,6 @@ from sessionledger.domain.events import Recorded
 from sessionledger.infrastructure.database import Database
 from sessionledger.infrastructure.mapper import OrjsonTranscoder, Payload, PydanticMapper
 from sessionledger.infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT_INTERVAL
-from sessionledger.projections.raw import on_driver
-from sessionledger.projections.statements import STATEMENTS
 
 # Other writers' events beyond this many since our last commit: clear the aggregate
 # cache rather than evicting aggregate by aggregate.
@@ -120,10 +118,10 @@ class LedgerSnapshotRecorder(_CoreRecorder, SQLAlchemyAggregateRecorder):  # typ
 
 class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type: ignore[misc]
     """The library's recorder on the library's table, inserting a batch as one
-    executemany instead of one ORM object per event: on SQLite through the driver
-    (projections.statements), on PostgreSQL as SQLAlchemy's insertmanyvalues with
-    RETURNING the ids in parameter order, then the library's NOTIFY. (The library's
-    own `LOCK TABLE` before the insert is `Database.writing`'s first statement.)"""
+    executemany instead of one ORM object per event: SQLAlchemy's insertmanyvalues with
+    RETURNING the ids in parameter order, then on PostgreSQL the library's NOTIFY. (The
+    library's own `LOCK TABLE` before the insert is `Database.writing`'s first
+    statement.)"""
 
     def insert_events(self, stored_events: Sequence[StoredEvent], **kwargs: Any) -> Sequence[int]:
         return self.insert_payloads(
@@ -137,46 +135,14 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
             return []
         table = self.events_record_cls.__table__
         connection = self._writing()
-        if connection.dialect.name == "sqlite":
-            statement = STATEMENTS.get(connection, _insert_event, table)
-            # A batch's events belong to a few aggregates: each id is converted once.
-            statement.memoize("originator_id")
-            parameters = statement.tuples_parameters(payloads, _STORED_EVENT_FIELDS)
-            last: int = (
-                on_driver(connection, _insert_one, statement.sql, parameters[0])
-                if len(parameters) == 1
-                else on_driver(connection, _insert_many, statement.sql, parameters)
-            )
-            # The writer lock is ours (BEGIN IMMEDIATE) and ids autoincrement, so these
-            # inserts took consecutive ids ending at the last one.
-            return list(range(last - len(payloads) + 1, last + 1))
         rows = connection.execute(
             insert(table).returning(table.c.id, sort_by_parameter_order=True),
             [dict(zip(_STORED_EVENT_FIELDS, payload, strict=True)) for payload in payloads],
         )
         ids = [row[0] for row in rows]
-        notify = f"NOTIFY {self.channel_name};"
-        on_driver(connection, _without_parameters, notify, None)
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql(f"NOTIFY {self.channel_name};")
         return ids
-
-
-def _insert_one(cursor: Any, sql: str, parameters: Any) -> int:
-    cursor.execute(sql, parameters)
-    return int(cursor.lastrowid)  # pysqlite sets it for execute only
-
-
-def _insert_many(cursor: Any, sql: str, parameters: Any) -> int:
-    cursor.executemany(sql, parameters)
-    cursor.execute("SELECT last_insert_rowid()")
-    return int(cursor.fetchone()[0])
-
-
-def _without_parameters(cursor: Any, sql: str, _: None) -> None:
-    cursor.execute(sql)
-
-
-def _insert_event(events: Table) -> Any:
-    return insert(events).values({name: bindparam(name) for name in _STORED_EVENT_FIELDS})
 
 
 _STORED_EVENT_FIELDS = ("originator_id", "originator_version", "topic", "state")

@@ -37,14 +37,9 @@ from sessionledger.projections.rows import (
     ReceiptRow,
     RunRow,
     SessionRow,
+    row_values,
 )
 from sessionledger.projections.state import RowSet
-from sessionledger.projections.statements import (
-    STATEMENTS,
-    CompiledStatement,
-    execute,
-    execute_many,
-)
 from sessionledger.projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
 
 # (position, event) pairs after a position, at most `limit` of them.
@@ -199,11 +194,6 @@ class Projector:
         self.tables = tables
         self.rows = rows
 
-    def _statement(
-        self, connection: Connection, build: Callable[[Table], Any]
-    ) -> CompiledStatement:
-        return STATEMENTS.get(connection, build, self.tables.tracking)
-
     # tracking --------------------------------------------------------------------------
 
     def positions(self, executor: Executor) -> Positions:
@@ -217,9 +207,13 @@ class Projector:
     def new_epoch(self, executor: Executor) -> None:
         """Mark the read models as replaced (a rebuild): every process's row cache goes."""
         connection = core(executor)
-        values = {"epoch": secrets.randbits(62)}
-        execute(connection, self._statement(connection, _drop_epoch), values)
-        execute(connection, self._statement(connection, _set_epoch), values)
+        tracking = self.tables.tracking
+        connection.execute(delete(tracking).where(tracking.c.application_name == EPOCH_NAME))
+        connection.execute(
+            insert(tracking).values(
+                application_name=EPOCH_NAME, notification_id=secrets.randbits(62)
+            )
+        )
 
     def position(self, executor: Executor) -> int:
         return self.positions(executor)[0]
@@ -238,12 +232,20 @@ class Projector:
 
     def _track(self, executor: Executor, previous: int, position: int) -> None:
         connection = core(executor)
-        values = {"previous": previous, "position": position}
-        if execute(connection, self._statement(connection, _move), values) == 1:
+        tracking = self.tables.tracking
+        c = tracking.c
+        moved = connection.execute(
+            update(tracking)
+            .where(c.application_name == PROJECTION_NAME, c.notification_id == previous)
+            .values(notification_id=position)
+        )
+        if moved.rowcount == 1:
             return
         if previous == 0 and not _select(_exists, self.tables.tracking).rows(connection, as_tuple):
             # No tracking row yet (a fresh store or fresh shadow tables): this is the first.
-            execute(connection, self._statement(connection, _start), values)
+            connection.execute(
+                insert(tracking).values(application_name=PROJECTION_NAME, notification_id=position)
+            )
             return
         # someone else moved the position: never apply twice
         raise RuntimeError(f"tracking position moved under the projector (expected {previous})")
@@ -300,31 +302,20 @@ class Projector:
             if self.rows is not None:
                 self.rows.put(name, {key: rows.rows[key] for key in rows.dirty})
             inserts, updates, deletes = rows.changes()
-            self._insert(connection, table, inserts)
+            insert_rows(connection, table, inserts)
             stored = known[name] if known is not None else None
             if updates:
-                _update_changed(connection, table, updates, stored)
+                update_changed(connection, table, updates, stored)
             if deletes:
-                self._delete(connection, table, table.primary_key.columns.values()[0].name, deletes)
+                delete_rows(connection, table, table.primary_key.columns.values()[0].name, deletes)
             if stored is not None:
                 for key in rows.dirty:
                     stored[key] = rows.rows[key]
-        self._insert(connection, t.entries, rowset.entries)
+        insert_rows(connection, t.entries, rowset.entries)
         if rowset.pruned:
-            self._delete(connection, t.entries, "session_id", rowset.pruned)
-        self._insert(connection, t.receipts, rowset.receipts)
+            delete_rows(connection, t.entries, "session_id", rowset.pruned)
+        insert_rows(connection, t.receipts, rowset.receipts)
         rowset.flushed()
-
-    @staticmethod
-    def _insert(connection: Connection, table: Table, rows: Sequence[Any]) -> None:
-        if rows:
-            statement = STATEMENTS.get(connection, _insert_row, table)
-            execute_many(connection, statement, statement.rows_parameters(rows))
-
-    @staticmethod
-    def _delete(connection: Connection, table: Table, column: str, keys: Sequence[str]) -> None:
-        statement = STATEMENTS.get(connection, _delete_by, table, column)
-        execute_many(connection, statement, [statement.parameters({"key_": k}) for k in keys])
 
     def receipts(self, executor: Executor, event_ids: Iterable[str]) -> dict[str, ReceiptRow]:
         rows = select_in(
@@ -333,89 +324,47 @@ class Projector:
         return {r.event_id: r for r in rows}
 
 
-def _insert_row(table: Table) -> Any:
-    """INSERT of every column, bound by column name (= the row's attribute name)."""
-    return insert(table).values({c.name: bindparam(c.name) for c in table.columns})
+def insert_rows(connection: Connection, table: Table, rows: Sequence[Any]) -> None:
+    """INSERT the rows (dataclasses whose fields are the table's columns), one executemany."""
+    if rows:
+        connection.execute(insert(table), [row_values(row) for row in rows])
 
 
-def _update(table: Table, assigned: tuple[bool, ...]) -> Any:
-    """UPDATE of the non-key columns flagged in `assigned` (in table order), bound by
-    column name; the key as `key_`."""
-    key = table.primary_key.columns.values()[0]
-    columns = [c for c in table.columns if c.name != key.name]
-    return (
-        update(table)
-        .where(key == bindparam("key_"))
-        .values({c.name: bindparam(c.name) for c, a in zip(columns, assigned, strict=True) if a})
-    )
+def delete_rows(connection: Connection, table: Table, column: str, keys: Sequence[str]) -> None:
+    """DELETE the rows whose `column` is one of `keys`, one executemany."""
+    statement = delete(table).where(table.c[column] == bindparam("key_"))
+    connection.execute(statement, [{"key_": key} for key in keys])
 
 
-class _Updates(NamedTuple):
-    changed: Callable[[Any, Any], tuple[bool, ...]]  # per non-key column, in table order
-    every: tuple[bool, ...]  # every column assigned
-    key_of: Callable[[Any], str]
-    renames: dict[str, str]
-    shapes: set[tuple[bool, ...]]  # column sets compiled so far
-
-
-def _changed(names: list[str]) -> Callable[[Any, Any], tuple[bool, ...]]:
-    """Tells, column by column, whether a row's value is not the stored row's."""
-
-    def changed(before: Any, row: Any) -> tuple[bool, ...]:
-        return tuple(getattr(before, n) is not getattr(row, n) for n in names)
-
-    return changed
-
-
-_UPDATES: dict[Table, _Updates] = {}
-# Column sets per table beyond which an update assigns every column (bounds the
-# compiled statements a long-lived process keeps).
-SHAPES_KEPT = 256
-
-
-def _update_changed(
+def update_changed(
     connection: Connection, table: Table, rows: list[Any], stored: dict[str, Any] | None
 ) -> None:
     """UPDATE each row, assigning only the columns whose value is not the stored row's
     (by identity: the fold carries unchanged values over as the same objects, and a
     value that is equal but not the same object is merely written again). SQLite
     rewrites every index with an assigned column, changed or not: a transcript append
-    changes one of the generation row's four indexed columns. Rows of one column set
-    go in one executemany; a row with no stored version known assigns every column."""
-    plan = _UPDATES.get(table)
-    if plan is None:
-        key = table.primary_key.columns.values()[0].name
-        names = [c.name for c in table.columns if c.name != key]
-        plan = _UPDATES[table] = _Updates(
-            _changed(names), (True,) * len(names), attrgetter(key), {"key_": key}, set()
-        )
-    changed, every, key_of, renames, shapes = plan
-    by_shape: dict[tuple[bool, ...], list[Any]] = {}
+    changes one of the generation row's four indexed columns. Rows that assign the same
+    columns go in one executemany; a row with no stored version known assigns every
+    column."""
+    key = table.primary_key.columns.values()[0].name
+    names = [c.name for c in table.columns if c.name != key]
+    by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     for row in rows:
-        before = stored.get(key_of(row)) if stored is not None else None
-        if before is None:
-            shape = every
-        else:
-            shape = changed(before, row)
-            if True not in shape:
-                continue  # nothing to write
-            if shape not in shapes:
-                if len(shapes) >= SHAPES_KEPT:
-                    shape = every
-                else:
-                    shapes.add(shape)
-        group = by_shape.get(shape)
-        if group is None:
-            by_shape[shape] = [row]
-        else:
-            group.append(row)
-    for shape, group in by_shape.items():
-        statement = STATEMENTS.get(connection, _update, table, shape)
-        execute_many(connection, statement, statement.rows_parameters(group, renames))
-
-
-def _delete_by(table: Table, column: str) -> Any:
-    return delete(table).where(table.c[column] == bindparam("key_"))
+        before = stored.get(getattr(row, key)) if stored is not None else None
+        assigned = (
+            names
+            if before is None
+            else [n for n in names if getattr(before, n) is not getattr(row, n)]
+        )
+        if not assigned:
+            continue  # nothing to write
+        values = {name: getattr(row, name) for name in assigned}
+        values["key_"] = getattr(row, key)
+        by_columns.setdefault(tuple(assigned), []).append(values)
+    # The SET clause is the parameters' columns (every set in a group has the same).
+    statement = update(table).where(table.c[key] == bindparam("key_"))
+    for group in by_columns.values():
+        connection.execute(statement, group)
 
 
 # The tracking position's statements (per tracking table: live or shadow).
@@ -433,30 +382,5 @@ def _positions(tracking: Table) -> Any:
     return select(tracked(PROJECTION_NAME), head, tracked(EPOCH_NAME))
 
 
-def _drop_epoch(tracking: Table) -> Any:
-    return delete(tracking).where(tracking.c.application_name == EPOCH_NAME)
-
-
-def _set_epoch(tracking: Table) -> Any:
-    return insert(tracking).values(application_name=EPOCH_NAME, notification_id=bindparam("epoch"))
-
-
-def _move(tracking: Table) -> Any:
-    return (
-        update(tracking)
-        .where(
-            tracking.c.application_name == PROJECTION_NAME,
-            tracking.c.notification_id == bindparam("previous"),
-        )
-        .values(notification_id=bindparam("position"))
-    )
-
-
 def _exists(tracking: Table) -> Any:
     return select(tracking.c.application_name).where(tracking.c.application_name == PROJECTION_NAME)
-
-
-def _start(tracking: Table) -> Any:
-    return insert(tracking).values(
-        application_name=PROJECTION_NAME, notification_id=bindparam("position")
-    )

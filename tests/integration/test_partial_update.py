@@ -1,5 +1,5 @@
 """Row UPDATEs assign only the columns whose value changed (projections/projector.py
-`_update_changed`): SQLite rewrites every index with an assigned column, changed or not.
+`update_changed`): SQLite rewrites every index with an assigned column, changed or not.
 
 An `AFTER UPDATE OF <columns>` trigger fires exactly when an UPDATE assigns one of the
 columns, so it shows what a statement assigned; the rows read back show what it stored.
@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Connection, create_engine, text
 
 from sessionledger.infrastructure.ledger import Ledger
-from sessionledger.projections.projector import Projector, _update_changed, select_in
+from sessionledger.projections.projector import insert_rows, select_in, update_changed
 from sessionledger.projections.rows import GenerationRow
 from sessionledger.projections.tables import TABLES
 from tests.helpers import assert_replay_equals_live, user_turn
@@ -117,28 +117,28 @@ def test_only_a_row_whose_stored_version_is_known_is_updated_in_part() -> None:
         position=1,
     )
     with engine.begin() as connection:
-        Projector._insert(connection, TABLES.generations, [stored])
+        insert_rows(connection, TABLES.generations, [stored])
         watch(connection, "indexed", UNCHANGED_INDEXED)
         watch(connection, "bindings", ("bindings",))
         watch(connection, "any", ("position",))
         # Known stored version: only what is not the same object is assigned.
         first = dataclasses.replace(stored, entry_count=1, updated_at=T0 + timedelta(1), position=2)
-        _update_changed(connection, TABLES.generations, [first], {"g1": stored})
+        update_changed(connection, TABLES.generations, [first], {"g1": stored})
         assert _generation(connection, "g1") == first
         assert assigned(connection) == [("any", "g1", 1)]
         # An equal value that is another object is merely written again.
         second = dataclasses.replace(first, bindings={"a": "b"}, entry_count=2)
-        _update_changed(connection, TABLES.generations, [second], {"g1": first})
+        update_changed(connection, TABLES.generations, [second], {"g1": first})
         assert _generation(connection, "g1") == second
         assert assigned(connection)[1:] == [("bindings", "g1", 2)]
         # Nothing changed: no statement at all.
-        _update_changed(connection, TABLES.generations, [second], {"g1": second})
+        update_changed(connection, TABLES.generations, [second], {"g1": second})
         assert len(assigned(connection)) == 2
         # No stored version known (the rebuild's shadow, a catch-up's loaded rows are
         # known; a row from elsewhere is not): every column is assigned.
         third = dataclasses.replace(second, status="running", position=3)
-        _update_changed(connection, TABLES.generations, [third], None)
-        _update_changed(connection, TABLES.generations, [third], {})
+        update_changed(connection, TABLES.generations, [third], None)
+        update_changed(connection, TABLES.generations, [third], {})
         assert _generation(connection, "g1") == third
         watches = sorted(w for w, _, _ in assigned(connection)[2:])
         assert watches == ["any", "any", "bindings", "bindings", "indexed", "indexed"]

@@ -31,7 +31,12 @@ def may_hold_long_integer(raw: bytes) -> bool:
     return _LONG_RUN in raw.translate(_DIGIT_OR_MINUS)
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str | int | float) -> Any:
+    """JSON text or bytes as Python values. A number is returned as it is: SQLite's
+    numeric affinity stored a bare number written as text before `dumps_sqlite` (and so
+    hands back a number, not JSON text)."""
+    if isinstance(data, (int, float)):
+        return data
     raw = data.encode() if isinstance(data, str) else data
     if may_hold_long_integer(raw):
         return json.loads(raw)

@@ -31,7 +31,6 @@ from sqlalchemy.orm import Session
 
 from sessionledger.domain.events import LedgerEvent
 from sessionledger.projections.fold import Transition
-from sessionledger.projections.raw import RawSelect, as_tuple, in_field_order
 from sessionledger.projections.rows import (
     GenerationRow,
     ReceiptRow,
@@ -40,7 +39,12 @@ from sessionledger.projections.rows import (
     row_values,
 )
 from sessionledger.projections.state import RowSet
-from sessionledger.projections.tables import EVENTS_TABLE, PROJECTION_NAME, ReadModelTables
+from sessionledger.projections.tables import (
+    EVENTS_TABLE,
+    PROJECTION_NAME,
+    ReadModelTables,
+    in_field_order,
+)
 
 # (position, event) pairs after a position, at most `limit` of them.
 LogReader = Callable[[int, int], Sequence[tuple[int, LedgerEvent]]]
@@ -59,48 +63,18 @@ def core(executor: Executor) -> Connection:
     return executor.connection() if isinstance(executor, Session) else executor
 
 
-def _in_size(count: int) -> int:
-    """IN lists are padded to a power of two (repeating a key), so a few compiled
-    statements serve every batch size."""
-    size = 1
-    while size < count:
-        size *= 2
-    return size
-
-
 def select_in(
     connection: Connection, table: Table, column: str, keys: Sequence[Any], row_type: type[T]
 ) -> list[T]:
     """Rows of `table` whose `column` is one of `keys`, as `row_type`, in chunks."""
+    # Selected in the row's field order: rows are built by position.
+    columns = in_field_order(table, row_type)
     rows: list[T] = []
     for start in range(0, len(keys), IN_CHUNK):
         chunk = list(keys[start : start + IN_CHUNK])
-        size = _in_size(len(chunk))
-        chunk += [chunk[0]] * (size - len(chunk))
-        query = _select(_select_in, table, column, size, row_type)
-        rows.extend(
-            query.rows(connection, row_type, **{f"k{i}": key for i, key in enumerate(chunk)})
-        )
+        query = select(*columns).where(table.c[column].in_(chunk))
+        rows.extend(row_type(*row) for row in connection.execute(query))
     return rows
-
-
-_SELECTS: dict[tuple[Any, ...], RawSelect] = {}
-
-
-def _select(build: Callable[..., Any], *args: Any) -> RawSelect:
-    """The RawSelect of a statement builder and its arguments, built once."""
-    key = (build, *args)
-    query = _SELECTS.get(key)
-    if query is None:
-        query = _SELECTS[key] = RawSelect(build(*args))
-    return query
-
-
-def _select_in(table: Table, column: str, size: int, row_type: type) -> Any:
-    # Selected in the row's field order: rows are built by position.
-    return select(*in_field_order(table, row_type)).where(
-        table.c[column].in_([bindparam(f"k{i}") for i in range(size)])
-    )
 
 
 class RowCache:
@@ -199,9 +173,7 @@ class Projector:
     def positions(self, executor: Executor) -> Positions:
         """Tracking position, log head and read-model epoch, in one statement."""
         connection = core(executor)
-        ((position, head, epoch),) = _select(_positions, self.tables.tracking).rows(
-            connection, as_tuple
-        )
+        position, head, epoch = connection.execute(_positions(self.tables.tracking)).one()
         return Positions(int(position or 0), int(head or 0), epoch)
 
     def new_epoch(self, executor: Executor) -> None:
@@ -241,7 +213,7 @@ class Projector:
         )
         if moved.rowcount == 1:
             return
-        if previous == 0 and not _select(_exists, self.tables.tracking).rows(connection, as_tuple):
+        if previous == 0 and not connection.execute(_exists(self.tables.tracking)).first():
             # No tracking row yet (a fresh store or fresh shadow tables): this is the first.
             connection.execute(
                 insert(tracking).values(application_name=PROJECTION_NAME, notification_id=position)

@@ -1,8 +1,7 @@
 """Read-side queries over the read-model tables. Never replays the log.
 
-The statements are built once and run on the DBAPI cursor (projections/raw.py): on a
-1,000-entry transcript SQLAlchemy's result processing cost five times the select.
-Rows are built by position from columns selected in the rows' field order.
+Statements are SQLAlchemy Core, run on the caller's connection; rows are built by
+position from columns selected in the rows' field order.
 """
 
 from __future__ import annotations
@@ -11,10 +10,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, or_, select
+from sqlalchemy import Connection, Select, bindparam, or_, select
 
 from sessionledger.domain.values import Status
-from sessionledger.projections.raw import RawSelect, in_field_order
 from sessionledger.projections.rows import (
     EntryRow,
     EntryView,
@@ -24,7 +22,7 @@ from sessionledger.projections.rows import (
     SessionView,
     entry_viewer,
 )
-from sessionledger.projections.tables import ReadModelTables
+from sessionledger.projections.tables import ReadModelTables, in_field_order
 
 MAX_PAGE = 1000
 
@@ -45,34 +43,32 @@ class Queries:
         generation = in_field_order(g, GenerationRow)
         run = in_field_order(r, RunRow)
         joined = select(*self._joined_columns).join(g, g.c.session_id == s.c.session_id)
-        self._session = RawSelect(joined.where(s.c.session_key == bindparam("key")))
-        self._deleted = RawSelect(
+        self._session = joined.where(s.c.session_key == bindparam("key"))
+        self._deleted = (
             select(*generation)
             .where(g.c.session_key == bindparam("key"), g.c.state == "deleted")
             .order_by(g.c.opened_position.desc())
             .limit(1)
         )
-        self._generation = RawSelect(select(*generation).where(g.c.session_id == bindparam("id")))
-        self._generations_of = RawSelect(
+        self._generation = select(*generation).where(g.c.session_id == bindparam("id"))
+        self._generations_of = (
             select(*generation)
             .where(g.c.session_key == bindparam("key"))
             .order_by(g.c.opened_position)
         )
-        self._run = RawSelect(select(*run).where(r.c.run_id == bindparam("id")))
-        self._runs_of = RawSelect(
+        self._run = select(*run).where(r.c.run_id == bindparam("id"))
+        self._runs_of = (
             select(*run).where(r.c.session_id == bindparam("id")).order_by(r.c.started_position)
         )
-        self._entries = RawSelect(
+        self._entries = (
             select(*in_field_order(e, EntryRow))
             .where(e.c.session_id == bindparam("id"))
             .order_by(e.c.seq)
         )
-        # sessions(): one statement per combination of filters, built when first used.
-        self._pages: dict[tuple[bool, ...], RawSelect] = {}
 
     def session(self, connection: Connection, session_key: str) -> SessionView | None:
-        views = self._session.rows(connection, self._view, key=session_key)
-        return views[0] if views else None
+        row = connection.execute(self._session, {"key": session_key}).first()
+        return None if row is None else self._view(*row)
 
     def deleted_generation_of(
         self, connection: Connection, session_key: str
@@ -82,8 +78,8 @@ class Queries:
         Ordered by when it was opened, not by when it was last touched: late events
         keep landing on older generations after a delete.
         """
-        rows = self._deleted.rows(connection, GenerationRow, key=session_key)
-        return rows[0] if rows else None
+        row = connection.execute(self._deleted, {"key": session_key}).first()
+        return None if row is None else GenerationRow(*row)
 
     def sessions(
         self,
@@ -104,20 +100,19 @@ class Queries:
             "active_since": active_since,
             "cursor": cursor,
         }
-        shape = tuple(value is not None for value in params.values())
-        query = self._pages.get(shape)
-        if query is None:
-            query = self._pages[shape] = self._page(*shape)
+        query = self._page(*(value is not None for value in params.values()))
         limit = max(1, min(limit, MAX_PAGE))
         given = {name: value for name, value in params.items() if value is not None}
-        views = query.rows(connection, self._view, limit=limit + 1, **given)
+        views = [
+            self._view(*row) for row in connection.execute(query, {"limit": limit + 1, **given})
+        ]
         items = views[:limit]
         next_cursor = items[-1].session_key if len(views) > limit else None
         return Page(items, next_cursor)
 
     def _page(
         self, status: bool, agent: bool, channel: bool, active_since: bool, cursor: bool
-    ) -> RawSelect:
+    ) -> Select[Any]:
         s, g = self.t.sessions, self.t.generations
         query = select(*self._joined_columns).join(g, g.c.session_id == s.c.session_id)
         if status:
@@ -133,21 +128,22 @@ class Queries:
             )
         if cursor:
             query = query.where(s.c.session_key > bindparam("cursor"))
-        return RawSelect(query.order_by(s.c.session_key).limit(bindparam("limit")))
+        return query.order_by(s.c.session_key).limit(bindparam("limit"))
 
     def generation(self, connection: Connection, session_id: str) -> GenerationRow | None:
-        rows = self._generation.rows(connection, GenerationRow, id=session_id)
-        return rows[0] if rows else None
+        row = connection.execute(self._generation, {"id": session_id}).first()
+        return None if row is None else GenerationRow(*row)
 
     def generations_of(self, connection: Connection, session_key: str) -> list[GenerationRow]:
-        return self._generations_of.rows(connection, GenerationRow, key=session_key)
+        rows = connection.execute(self._generations_of, {"key": session_key})
+        return [GenerationRow(*row) for row in rows]
 
     def run(self, connection: Connection, run_id: str) -> RunRow | None:
-        rows = self._run.rows(connection, RunRow, id=run_id)
-        return rows[0] if rows else None
+        row = connection.execute(self._run, {"id": run_id}).first()
+        return None if row is None else RunRow(*row)
 
     def runs_of(self, connection: Connection, session_id: str) -> list[RunRow]:
-        return self._runs_of.rows(connection, RunRow, id=session_id)
+        return [RunRow(*row) for row in connection.execute(self._runs_of, {"id": session_id})]
 
     def transcript(
         self, connection: Connection, session_key: str, session_ids: list[str]
@@ -156,7 +152,9 @@ class Queries:
         each in log order."""
         entries: list[EntryView] = []
         for session_id in session_ids:
-            entries.extend(self._entries.rows(connection, entry_viewer(session_key), id=session_id))
+            view = entry_viewer(session_key)
+            rows = connection.execute(self._entries, {"id": session_id})
+            entries.extend(view(*row) for row in rows)
         return entries
 
     def lineage(self, connection: Connection, session_id: str) -> list[str]:

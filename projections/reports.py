@@ -20,13 +20,11 @@ from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Row, Table, and_, bindparam, func, select
+from sqlalchemy import Connection, Row, Select, Table, and_, bindparam, func, select
 from sqlalchemy.sql import ColumnElement
 
-from sessionledger.projections.raw import RawSelect
 from sessionledger.projections.rows import CAMEL
 from sessionledger.projections.tables import ARCHIVED, RUNNING, ReadModelTables
 
@@ -229,9 +227,7 @@ def status_report(
             age > stuck_after,  # stuck
         )
 
-    # On the driver's cursor (projections/raw.py): SQLAlchemy's result processing of
-    # 5,000 active runs was 2.5% of the report's instructions.
-    active = _running(r).rows(connection, active_run)
+    active = [active_run(*row) for row in connection.execute(running_runs(r))]
 
     in_window = and_(r.c.status != "running", r.c.updated_at > since, r.c.updated_at <= now)
     tally = _Tally()
@@ -349,12 +345,11 @@ def status_report(
     )
 
 
-@cache
-def _running(r: Table) -> RawSelect:
+def running_runs(r: Table) -> Select[Any]:
     """The running runs, oldest first, in ActiveRun's first fields: on SQLite a read of
     `ix_ledger_runs_running_covering` alone."""
     columns = ("run_id", "session_key", "session_id", "trigger", "writer", "model", "provider")
-    return RawSelect(
+    return (
         select(*(r.c[name] for name in columns), r.c.started_at)
         .where(RUNNING)
         .order_by(r.c.started_at, r.c.run_id)

@@ -6,7 +6,7 @@ writes them and must match the newest migration (a test checks that they do).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -66,7 +66,7 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def read_utc(value: Any) -> datetime | None:
     """A stored timestamp as an aware UTC datetime: SQLite's text (no offset, read as
-    UTC), or the driver's datetime. Also the raw reads' decoder (projections/raw.py)."""
+    UTC), or the driver's datetime."""
     if value is None:
         return None
     if type(value) is str:
@@ -141,6 +141,16 @@ class Tuple(TypeDecorator[tuple[str, ...]]):
 
     def process_result_value(self, value: Any, dialect: Dialect) -> tuple[str, ...] | None:
         return tuple(value) if value is not None else None
+
+
+def in_field_order(table: Table, row_type: type) -> list[Column[Any]]:
+    """The table's columns in the order of the row's fields (a dataclass), for building
+    rows by position: migrations append new columns to a table, wherever the row has the
+    field."""
+    names = [f.name for f in fields(row_type)]
+    if sorted(names) != sorted(table.columns.keys()):
+        raise TypeError(f"{table.name} does not have exactly the fields of {row_type.__name__}")
+    return [table.c[name] for name in names]
 
 
 KEY = String(512)

@@ -1,6 +1,6 @@
-"""The hot reads run on the DBAPI cursor (projections/raw.py) and decode events straight
-from their bytes (infrastructure/mapper.py): they must return exactly what SQLAlchemy's
-typed results and the mapper's validating dict path return, on SQLite and PostgreSQL."""
+"""The reads build rows by position and decode events straight from their bytes
+(infrastructure/mapper.py): they must return exactly what SQLAlchemy's typed results by
+column name and the mapper's validating dict path return, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -11,13 +11,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlalchemy.exc
 from pydantic import ValidationError
 from sqlalchemy import Table, select, text
 
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.infrastructure.ledger import Ledger
-from sessionledger.projections.raw import RawSelect, in_field_order
+from sessionledger.projections.projector import select_in
 from sessionledger.projections.rows import (
     EntryRow,
     EntryView,
@@ -141,14 +140,15 @@ def sqlalchemy_rows(ledger: Ledger, table: Table, row_type: Any) -> list[Any]:
     ],
     ids=lambda v: getattr(v, "name", ""),
 )
-def test_raw_rows_equal_sqlalchemy_rows_value_for_value(
+def test_rows_built_by_position_equal_rows_built_by_name_value_for_value(
     busy: Ledger, table: Table, row_type: Any
 ) -> None:
     expected = sqlalchemy_rows(busy, table, row_type)
-    columns = in_field_order(table, row_type)
-    raw = RawSelect(select(*columns).order_by(*table.primary_key.columns))
+    key = table.primary_key.columns.values()[0].name
+    keys = [getattr(row, key) for row in expected]
     with busy.database.reading() as connection:
-        got = raw.rows(connection, row_type)
+        got = select_in(connection, table, key, keys, row_type)
+    got.sort(key=lambda row: [getattr(row, c.name) for c in table.primary_key.columns])
     assert got == expected
     assert len(got) > 2
     for have, want in zip(got, expected, strict=True):
@@ -274,21 +274,6 @@ def test_a_payload_the_fast_path_refuses_takes_the_dict_path(ledger: Ledger) -> 
     broken = dataclasses.replace(stored, state=stored.state.replace(b'"writer"', b'"wrtr"'))
     with pytest.raises(ValidationError, match="wrtr"):
         mapper.to_domain_event(broken)
-
-
-def test_driver_errors_surface_as_sqlalchemy_raises_them(ledger: Ledger) -> None:
-    """translate_faults maps SQLAlchemy's exception classes to StoreUnavailable."""
-    ledger.resolve(KEYS[0], at=T0)
-    failing = select(TABLES.sessions).where(text("no_such_column = 1"))
-    engine = ledger.database.engine
-    with engine.connect() as connection, pytest.raises(sqlalchemy.exc.DBAPIError) as expected:
-        connection.execute(failing)
-    with engine.connect() as connection, pytest.raises(sqlalchemy.exc.DBAPIError) as raw:
-        RawSelect(failing).rows(connection, SessionRow)
-    assert type(raw.value) is type(expected.value)
-    assert type(raw.value.orig) is type(expected.value.orig)
-    assert "no_such_column" in str(raw.value)
-    ledger.session(KEYS[0])  # the pool's connections are fine
 
 
 def test_a_vanished_sqlite_table_is_store_unavailable(sqlite_url: str) -> None:

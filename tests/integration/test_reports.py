@@ -356,7 +356,7 @@ def test_running_runs_are_read_from_a_partial_index_of_their_own(
     with statements_on(engine, "ledger_runs") as recovering:
         assert day.recover(timedelta(days=3650)).closed == 0  # none that old: reads only
     assert len(recovering) == 1
-    active = str(reports._running(TABLES.runs).statement.compile(dialect=engine.dialect))
+    active = str(reports.running_runs(TABLES.runs).compile(dialect=engine.dialect))
     with engine.connect() as connection:
         if engine.dialect.name == "sqlite":
             name = "ix_ledger_runs_running_covering"

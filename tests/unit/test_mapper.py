@@ -69,7 +69,7 @@ def test_a_stored_event_is_the_librarys_dataclass() -> None:
 def test_round_trip_is_exact() -> None:
     event = RunStarted(**started(model="opus"))
     stored = mapper().to_stored_event(event)
-    assert stored.topic == "domain.events:RunStarted"
+    assert stored.topic == "sessionledger.domain.events:RunStarted"
     assert mapper().to_domain_event(stored) == event
 
 

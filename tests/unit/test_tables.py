@@ -3,12 +3,15 @@ readable and text comparisons in SQL stay chronological."""
 
 from __future__ import annotations
 
+from dataclasses import fields
 from datetime import UTC, datetime
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionledger.projections.tables import _sqlite_text
+from sessionledger.projections.rows import EntryRow, RunRow
+from sessionledger.projections.tables import TABLES, _sqlite_text, in_field_order
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
@@ -98,3 +101,12 @@ def test_remembered_moments_are_bounded() -> None:
         moment = start + timedelta(microseconds=i)
         assert _sqlite_text(moment) == _isoformat_text(moment)
     assert len(_TEXTS) <= _TEXTS_KEPT
+
+
+def test_columns_are_selected_in_the_rows_field_order() -> None:
+    # Migrations append columns; a row may declare the field anywhere.
+    for table, row_type in [(TABLES.runs, RunRow), (TABLES.entries, EntryRow)]:
+        columns = in_field_order(table, row_type)
+        assert [c.name for c in columns] == [f.name for f in fields(row_type)]
+    with pytest.raises(TypeError):
+        in_field_order(TABLES.runs, EntryRow)

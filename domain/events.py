@@ -24,7 +24,6 @@ from pydantic import (
     Field,
     JsonValue,
     NonNegativeInt,
-    TypeAdapter,
     model_validator,
 )
 from pydantic_core import PydanticCustomError
@@ -66,14 +65,11 @@ class Fact(Model):
         state = self.__dict__
         cached = state.get("_fingerprint")
         if cached is None:
-            # A recorded event built from a fact keeps the fact's dump: just those fields.
-            dumped = state.get("_fact_json")
-            if dumped is None:
-                dumped = state.get("_json")
-                if dumped is None:  # not dumped, nor to be (a decoded event): the fact's fields
-                    dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
-                else:  # what include=<the fact's fields> gives: canonical_json sorts the keys
-                    dumped = {name: dumped[name] for name in _fact_fields(self.type)}
+            dumped = state.get("_json")
+            if dumped is None:  # not dumped, nor to be (a decoded event): the fact's fields
+                dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
+            else:  # what include=<the fact's fields> gives: canonical_json sorts the keys
+                dumped = {name: dumped[name] for name in _fact_fields(self.type)}
             cached = state["_fingerprint"] = digest(canonical_json(dumped))
         return cached  # type: ignore[no-any-return]
 
@@ -331,93 +327,21 @@ class Recorded(BaseModel):
         timestamp: datetime,
         **derived: int | str,
     ) -> Self:
-        """The recorded event of a validated fact, without validating it again.
-
-        Builds what `cls(originator_id=…, …, **dict(iter(fact)), **derived)` builds:
-        validation passes the fact's validated values through unchanged, and the caller
-        vouches for the rest (a UUID, an int, an aware datetime, and `derived` ints and
-        strings of the class's own fields). Its JSON dump is composed from the fact's,
-        which the fact's entry digest used already, so the event's fingerprint and
-        stored bytes need no dump of their own. tests/property/test_one_dump.py holds
-        all of it to the old path.
-        """
-        fact_class, fact_names, own = _layout(cls)
-        if (type(fact) is not fact_class and not isinstance(fact, fact_class)) or tuple(
-            derived
-        ) != own:
+        """The recorded event of a validated fact: the fact's fields, the store's
+        (`originator_id`, `originator_version`, `timestamp`) and `derived`, which must be
+        the class's own fields, in order. Validated like any construction."""
+        fact_class = FACT_CLASSES[cls.model_fields["type"].default]
+        fact_names = tuple(fact_class.model_fields)
+        own = tuple(cls.model_fields)[len(fact_names) + len(Recorded.model_fields) :]
+        if not isinstance(fact, fact_class) or tuple(derived) != own:
             raise TypeError(f"{cls.__name__} is not built from {type(fact).__name__} {derived}")
-        for value in derived.values():
-            if type(value) is not int and type(value) is not str:
-                raise TypeError(f"{cls.__name__}: {value!r} is not an int or a str")
-        state = fact.__dict__
-        fact_json = fact.dumped()
-        values: dict[str, Any] = state.copy()
-        for name in _CACHED:
-            values.pop(name, None)
-        # A validated fact's __dict__ is its fields in order, then what it cached; an
-        # instance of a subclass (a recorded event, say) has fields of its own.
-        if type(fact) is not fact_class or len(values) != len(fact_names):
-            values = {name: state[name] for name in fact_names}
-        values["originator_id"] = originator_id
-        values["originator_version"] = originator_version
-        values["timestamp"] = timestamp
-        if derived:
-            values.update(derived)
-        # What model_construct does, minus its per-field defaults and alias handling.
-        event = cls.__new__(cls)
-        _setattr(event, "__dict__", values)
-        _setattr(event, "__pydantic_fields_set__", set(_field_set(cls)))
-        _setattr(event, "__pydantic_extra__", None)
-        _setattr(event, "__pydantic_private__", None)
-        # The cached properties' slots: the dump composed from the fact's (ints and strings
-        # dump as themselves), the fact's own dump (its fingerprint's fields), and the
-        # fingerprint if the fact has it already.
-        values["_json"] = {**fact_json, "timestamp": _json_moment(timestamp), **derived}
-        values["_fact_json"] = fact_json
-        if "_fingerprint" in state:
-            values["_fingerprint"] = state["_fingerprint"]
-        return event
-
-
-# What Fact caches in an instance's __dict__ (dumped, fingerprint).
-_CACHED = ("_json", "_fingerprint")
-
-
-@cache
-def _field_set(cls: type[Recorded]) -> frozenset[str]:
-    return frozenset(cls.__pydantic_fields__)
-
-
-@cache
-def _layout(cls: type[Recorded]) -> tuple[type[Fact], tuple[str, ...], tuple[str, ...]]:
-    """A recorded event class's fact class, the fact's fields and its own fields: its
-    fields are the fact's, then Recorded's, then its own, in that order (the dump's key
-    order)."""
-    fact_class = FACT_CLASSES[cls.__pydantic_fields__["type"].default]
-    assert issubclass(cls, fact_class), cls
-    fact_names = tuple(fact_class.__pydantic_fields__)
-    recorded = tuple(Recorded.__pydantic_fields__)
-    own = tuple(cls.__pydantic_fields__)[len(fact_names) + len(recorded) :]
-    assert tuple(cls.__pydantic_fields__) == fact_names + recorded + own, cls
-    return fact_class, fact_names, own
-
-
-def _json_moment(moment: datetime) -> str:
-    """The JSON text of a recorded event's timestamp. The events of one unit of work
-    share their moment, so the last moment's text is kept (one pair: replaced whole,
-    so threads never see a moment with another's text)."""
-    global _last_moment
-    last = _last_moment
-    if last[0] is moment:
-        return last[1]
-    text: str = _DATETIME.to_python(moment, mode="json")
-    _last_moment = (moment, text)
-    return text
-
-
-_setattr = object.__setattr__
-_DATETIME = TypeAdapter(AwareDatetime).serializer
-_last_moment: tuple[datetime | None, str] = (None, "")
+        return cls(
+            **{name: getattr(fact, name) for name in fact_names},
+            originator_id=originator_id,
+            originator_version=originator_version,
+            timestamp=timestamp,
+            **derived,
+        )
 
 
 class RunStarted(Recorded, RunStartedFact):

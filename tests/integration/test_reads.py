@@ -246,7 +246,7 @@ def test_the_log_decodes_as_the_validating_mapper_does(busy: Ledger) -> None:
     log = busy.log(limit=10_000)
     assert [p for p, _ in log] == [r.id for r in stored]
     for (_, event), row in zip(log, stored, strict=True):
-        slow = mapper._decode_dict(
+        slow = mapper.decode_dict(
             type(event), row.originator_id, row.originator_version, bytes(row.state)
         )
         assert event == slow

@@ -20,7 +20,7 @@ from sessionledger.domain.events import (
     RunStartedFact,
     TranscriptAppendedFact,
 )
-from sessionledger.infrastructure.mapper import OrjsonTranscoder, PydanticMapper, stored_event
+from sessionledger.infrastructure.mapper import OrjsonTranscoder, PydanticMapper
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -54,16 +54,6 @@ def started(**extra: Any) -> dict[str, Any]:
         "trigger": "user",
         **extra,
     }
-
-
-def test_a_stored_event_is_the_librarys_dataclass() -> None:
-    oid = uuid4()
-    built = stored_event(oid, 7, "domain.events:RunStarted", b"{}")
-    plain = StoredEvent(
-        originator_id=oid, originator_version=7, topic="domain.events:RunStarted", state=b"{}"
-    )
-    assert type(built) is StoredEvent
-    assert built == plain and hash(built) == hash(plain) and repr(built) == repr(plain)
 
 
 def test_round_trip_is_exact() -> None:

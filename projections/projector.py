@@ -167,13 +167,30 @@ class Projector:
     def __init__(self, tables: ReadModelTables, rows: RowCache | None = None) -> None:
         self.tables = tables
         self.rows = rows
+        # Built once: SQLAlchemy memoizes a statement's cache key, so each run is a
+        # lookup in its compiled cache without walking the statement again.
+        tracking = tables.tracking
+        c = tracking.c
+        self._positions = _positions(tracking)
+        self._exists = select(c.application_name).where(c.application_name == PROJECTION_NAME)
+        self._move = (
+            update(tracking)
+            .where(
+                c.application_name == PROJECTION_NAME,
+                c.notification_id == bindparam("previous"),
+            )
+            .values(notification_id=bindparam("position"))
+        )
+        self._start = insert(tracking).values(
+            application_name=PROJECTION_NAME, notification_id=bindparam("position")
+        )
 
     # tracking --------------------------------------------------------------------------
 
     def positions(self, executor: Executor) -> Positions:
         """Tracking position, log head and read-model epoch, in one statement."""
         connection = core(executor)
-        position, head, epoch = connection.execute(_positions(self.tables.tracking)).one()
+        position, head, epoch = connection.execute(self._positions).one()
         return Positions(int(position or 0), int(head or 0), epoch)
 
     def new_epoch(self, executor: Executor) -> None:
@@ -204,20 +221,12 @@ class Projector:
 
     def _track(self, executor: Executor, previous: int, position: int) -> None:
         connection = core(executor)
-        tracking = self.tables.tracking
-        c = tracking.c
-        moved = connection.execute(
-            update(tracking)
-            .where(c.application_name == PROJECTION_NAME, c.notification_id == previous)
-            .values(notification_id=position)
-        )
-        if moved.rowcount == 1:
+        values = {"previous": previous, "position": position}
+        if connection.execute(self._move, values).rowcount == 1:
             return
-        if previous == 0 and not connection.execute(_exists(self.tables.tracking)).first():
+        if previous == 0 and not connection.execute(self._exists).first():
             # No tracking row yet (a fresh store or fresh shadow tables): this is the first.
-            connection.execute(
-                insert(tracking).values(application_name=PROJECTION_NAME, notification_id=position)
-            )
+            connection.execute(self._start, values)
             return
         # someone else moved the position: never apply twice
         raise RuntimeError(f"tracking position moved under the projector (expected {previous})")
@@ -352,7 +361,3 @@ def _positions(tracking: Table) -> Any:
     events = table_clause(EVENTS_TABLE, column("id", BigInteger))
     head = select(func.max(events.c.id)).scalar_subquery()
     return select(tracked(PROJECTION_NAME), head, tracked(EPOCH_NAME))
-
-
-def _exists(tracking: Table) -> Any:
-    return select(tracking.c.application_name).where(tracking.c.application_name == PROJECTION_NAME)

@@ -41,7 +41,7 @@ from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES, Checkpoint
 from sessionledger.infrastructure.jsoncodec import dumps, dumps_sqlite
 from sessionledger.infrastructure.ledger import Ledger
 from sessionledger.infrastructure.validation import parse_batch
-from sessionledger.projections.tables import _sqlite_text  # the ledger's text of a UTC moment
+from sessionledger.projections.tables import sqlite_text  # the ledger's text of a UTC moment
 
 KEYS = 50
 BATCH = 1000
@@ -95,7 +95,7 @@ class HandWritten:
         facts = parse_batch(items)
         moment = datetime.now(UTC)
         moment_json = _json_moment(moment)
-        moment_text = _sqlite_text(moment)
+        moment_text = sqlite_text(moment)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -142,7 +142,7 @@ class HandWritten:
                         entry.parent_id,
                         entry.role,
                         dumps_sqlite(entry.content),
-                        _sqlite_text(entry.timestamp),
+                        sqlite_text(entry.timestamp),
                         fact.writer,
                         fact.run_id,
                         link,

@@ -12,7 +12,6 @@ Recorded events are immutable pydantic models and versioned with the library's
 from __future__ import annotations
 
 from datetime import datetime
-from functools import cache
 from typing import Annotated, Any, ClassVar, Literal, Self, Union
 from uuid import UUID
 
@@ -261,16 +260,14 @@ IncomingFact = Annotated[
 ]
 
 
-@cache
 def _fact_fields(type_: str) -> tuple[str, ...]:
     """The fields of the fact a `type` names, in field order (recorded events add theirs
     after them)."""
     return tuple(FACT_CLASSES[type_].model_fields)
 
 
-@cache
 def _fact_field_set(type_: str) -> set[str]:
-    return set(_fact_fields(type_))  # shared: never mutated
+    return set(_fact_fields(type_))
 
 
 FACT_CLASSES: dict[str, type[Fact]] = {

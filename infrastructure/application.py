@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterable, Sequence
-from functools import lru_cache
 from typing import Any, cast
 from uuid import UUID
 
@@ -38,7 +37,6 @@ from sessionledger.infrastructure.settings import AGGREGATE_CACHE_SIZE, SNAPSHOT
 EVICT_AT_MOST = 10_000
 
 
-@lru_cache(maxsize=64)
 def _select_events(table: Table, gt: bool, lte: bool, desc: bool, limit: int | None) -> Select:  # type: ignore[type-arg]
     c = table.c
     query = select(c.originator_id, c.originator_version, c.topic, c.state).where(
@@ -55,8 +53,8 @@ def _select_events(table: Table, gt: bool, lte: bool, desc: bool, limit: int | N
 class _CoreRecorder:
     """The library's recorder, run on the Core connection of the caller's write
     transaction (`Database.writing`) instead of an ORM session: the same statements,
-    same filters and order, built once (the library's ORM query cost more than the
-    database on every cache fast-forward). Outside a write transaction, reads take a
+    same filters and order (the library's ORM query cost more than the database on
+    every cache fast-forward). Outside a write transaction, reads take a
     read connection of their own."""
 
     events_record_cls: Any
@@ -148,7 +146,6 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
 _STORED_EVENT_FIELDS = ("originator_id", "originator_version", "topic", "state")
 
 
-@lru_cache(maxsize=4)
 def _changed_since(events: Table) -> Select:  # type: ignore[type-arg]
     return (
         select(events.c.originator_id)
@@ -183,11 +180,6 @@ class LedgerFactory(SQLAlchemyFactory):
             session=scoped_session(sessionmaker(bind=database.engine, autoflush=False))
         )
         datastore.database = database
-
-
-# A key's aggregate id, remembered for the keys the aggregate cache holds (uuid5 hashes
-# the key with SHA-1 on every call).
-_conversation_id = lru_cache(maxsize=AGGREGATE_CACHE_SIZE)(conversation_id)
 
 
 # The library defines its record classes lazily in a process-wide registry that is not
@@ -279,7 +271,7 @@ class LedgerApplication(Application[UUID]):
         self._cache_head = position
 
     def conversation(self, session_key: str) -> Conversation | None:
-        aggregate_id = _conversation_id(session_key)
+        aggregate_id = conversation_id(session_key)
         cached = self.repository.cache
         if cached is not None and self._cache_head is not None:
             # Current by `synchronise`: no fast-forward query.

@@ -49,16 +49,9 @@ class UTCDateTime(TypeDecorator[datetime]):
         return dialect.type_descriptor(DateTime(timezone=True))
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
-        if dialect.name == "sqlite":
-            return _bind_sqlite(value)
-        return None if value is None else value.astimezone(UTC)
-
-    def bind_processor(self, dialect: Dialect) -> Any:
-        # SQLite: one plain function instead of TypeDecorator's closure around
-        # process_bind_param (same text; a rebuild binds three or four timestamps per event).
-        if dialect.name == "sqlite" and self.impl_instance.bind_processor(dialect) is None:
-            return _bind_sqlite
-        return super().bind_processor(dialect)
+        if value is None:
+            return None
+        return sqlite_text(value) if dialect.name == "sqlite" else value.astimezone(UTC)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
         return read_utc(value)
@@ -83,44 +76,12 @@ def read_utc(value: Any) -> datetime | None:
     return aware
 
 
-def _sqlite_text(v: datetime) -> str:
+def sqlite_text(v: datetime) -> str:
     """The fixed-width text SQLAlchemy's SQLite DATETIME stores (kept, so files stay
-    compatible and text comparisons in SQL stay chronological) for a UTC moment:
+    compatible and text comparisons in SQL stay chronological) for a moment, in UTC:
     `isoformat` pads the year to four digits and, with timespec, always writes
-    microseconds; the "+00:00" it appends is cut off.
-
-    `isoformat` costs about 7,000 instructions a call, and most of a command's
-    timestamps are moments already written (its recorded_at goes into the generation,
-    entry and receipt rows; a cached row's opened_at and started_at every command), so
-    the text of recent UTC moments is remembered. Only plain datetimes in UTC itself are
-    looked up: with one tzinfo, equal means the same wall time and so the same text
-    (across other zones equality is by instant, and a fold=1 wall time equals its
-    fold=0 twin)."""
-    if v.tzinfo is UTC and type(v) is datetime:
-        text = _TEXTS.get(v)
-        if text is None:
-            text = v.isoformat(" ", "microseconds")[:-6]
-            if len(_TEXTS) >= _TEXTS_KEPT:
-                _TEXTS.clear()
-            _TEXTS[v] = text
-        return text
-    return v.isoformat(" ", "microseconds")[:-6]
-
-
-# _sqlite_text's recent UTC moments (a rebuild's every event brings a new one).
-_TEXTS: dict[datetime, str] = {}
-_TEXTS_KEPT = 1024
-
-
-def _bind_sqlite(value: datetime | None) -> str | None:
-    """UTCDateTime.process_bind_param on SQLite."""
-    if value is None:
-        return None
-    if value.tzinfo is UTC:
-        # _sqlite_text's remembered text, looked up here: one call less per timestamp.
-        text = _TEXTS.get(value) if type(value) is datetime else None
-        return text if text is not None else _sqlite_text(value)
-    return _sqlite_text(value.astimezone(UTC))
+    microseconds; the "+00:00" it appends is cut off."""
+    return v.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
 class _SQLiteDateTimeText(String):

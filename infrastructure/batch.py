@@ -10,6 +10,7 @@ from typing import cast
 import sessionledger.domain.conversation
 from sessionledger.domain.conversation import Decision, Outcome
 from sessionledger.domain.events import Fact, RunStartedFact
+from sessionledger.infrastructure.collector import at_ease_for
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.projections.rows import CAMEL, ReceiptRow
 
@@ -39,8 +40,8 @@ def record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
 
 def record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[list[RecordResult]]:
     """Record several callers' batches in one unit of work (group commit): see
-    `_record_batches`."""
-    return _record_batches(uow, batches)
+    `_record_batches`; large groups run with the cyclic collector at ease."""
+    return at_ease_for(sum(map(len, batches)), lambda: _record_batches(uow, batches))
 
 
 def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[list[RecordResult]]:

@@ -41,6 +41,7 @@ from sessionledger.domain.errors import InvalidEvent, LedgerError, StoreUnavaila
 from sessionledger.domain.events import LedgerEvent, RunEndedFact
 from sessionledger.domain.values import Writer, digest
 from sessionledger.infrastructure import partition
+from sessionledger.infrastructure.collector import collector_at_ease
 from sessionledger.infrastructure.database import translate_faults
 from sessionledger.projections.projector import Executor, Projector, SqlRowLoader
 from sessionledger.projections.replay import Mismatch
@@ -264,7 +265,8 @@ def rebuild(
     processes (default: the cores available, at most partition.MAX_WORKERS), each its
     share of the keys (infrastructure/partition.py); smaller logs, PostgreSQL and
     in-memory stores fold in this process."""
-    return _rebuild(ledger, on_progress, workers, partition_from)
+    with collector_at_ease():
+        return _rebuild(ledger, on_progress, workers, partition_from)
 
 
 def _rebuild(
@@ -409,7 +411,8 @@ def _columns(session: Executor, table: Table) -> list[tuple[Any, ...]]:
 
 def verify(ledger: Ledger, on_progress: Progress = None) -> VerifyReport:
     """Hash chains from the log, then every read model against a fresh fold of the log."""
-    return _verify(ledger, on_progress)
+    with collector_at_ease():
+        return _verify(ledger, on_progress)
 
 
 def _verify(ledger: Ledger, on_progress: Progress) -> VerifyReport:

@@ -53,6 +53,7 @@ from sqlalchemy import (
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.domain.events import LedgerEvent
 from sessionledger.infrastructure import jsoncodec
+from sessionledger.infrastructure.collector import collector_at_ease
 from sessionledger.projections.projector import Projector
 from sessionledger.projections.tables import TABLES
 
@@ -499,15 +500,16 @@ def _work(arguments: list[str]) -> None:
 
             ledger = Ledger(Database(url, busy_timeout=float(busy_timeout)))
             try:
-                fold_share(
-                    ledger,
-                    PartFiles(Path(main), Path(side)),
-                    int(share),
-                    int(workers),
-                    0,
-                    int(target),
-                    lambda n: print(f"page {n}", file=report),
-                )
+                with collector_at_ease():
+                    fold_share(
+                        ledger,
+                        PartFiles(Path(main), Path(side)),
+                        int(share),
+                        int(workers),
+                        0,
+                        int(target),
+                        lambda n: print(f"page {n}", file=report),
+                    )
             finally:
                 ledger.close()
             print("done", file=report)

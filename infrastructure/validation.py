@@ -44,6 +44,7 @@ def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
         raise LimitExceeded("events", f"holds {len(items)} events; at most {MAX_BATCH_EVENTS}")
     if not items:
         raise InvalidEvent("events", "must hold at least 1 event")
+    # Ledger.record validates inside the batch's window of the collector at ease.
     return _parse(items)
 
 

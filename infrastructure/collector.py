@@ -1,16 +1,14 @@
-"""The cyclic garbage collector, at ease while a long fold or replay runs.
+"""The cyclic garbage collector, at ease while a long fold, replay or large batch runs.
 
-A rebuild, verify or audit allocates hundreds of thousands of objects (decoded events,
-rows, parameters, report lines) that reference counting frees: they form no cycles. The
-cyclic collector still scanned the young ones every 700 allocations, the ones kept (an
-audit's report) again and again, and in its full collections every object the process
-had before as well: 10-19 µs of a rebuild's ~110 µs of CPU per event, a quarter of an
-audit's. Meanwhile, the objects that existed before are frozen (`gc.freeze`: left out
-of collections until unfrozen), and a young collection waits for 50,000 more tracked
-objects than were freed instead of 700 (a rebuild never reaches that, so no collection
-runs; it frees what it allocates as before). Both are process-wide, so they are undone
-when the last such run in the process ends; objects someone else froze before (a
-forking server's trick) are left to them.
+A rebuild, verify, audit or large batch allocates hundreds of thousands of objects
+(decoded events, rows, parameters, report lines) that reference counting frees: they
+form no cycles. The cyclic collector still scanned the young ones every 700
+allocations, the ones kept again and again, and in its full collections every object
+the process had before as well. Meanwhile, the objects that existed before are frozen
+(`gc.freeze`: left out of collections until unfrozen), and a young collection waits
+for 50,000 more tracked objects than were freed instead of 700. Both are process-wide,
+so they are undone when the last such run in the process ends; objects someone else
+froze before (a forking server's trick) are left to them.
 """
 
 from __future__ import annotations

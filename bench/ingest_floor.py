@@ -32,16 +32,20 @@ from pathlib import Path
 from statistics import median
 from typing import Any
 
+from pydantic import AwareDatetime, TypeAdapter
+
 from bench.baseline import sqlite_connect
 from bench.facts import Chain
 from sessionledger.domain.conversation import conversation_id
-from sessionledger.domain.events import TranscriptAppendedFact, _json_moment, chain_hash
+from sessionledger.domain.events import TranscriptAppendedFact, chain_hash
 from sessionledger.infrastructure.batch import RecordResult
 from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
 from sessionledger.infrastructure.jsoncodec import dumps, dumps_sqlite
 from sessionledger.infrastructure.ledger import Ledger
 from sessionledger.infrastructure.validation import parse_batch
 from sessionledger.projections.tables import sqlite_text  # the ledger's text of a UTC moment
+
+MOMENT = TypeAdapter(AwareDatetime)
 
 KEYS = 50
 BATCH = 1000
@@ -94,7 +98,7 @@ class HandWritten:
     def record(self, items: list[dict[str, Any]]) -> list[RecordResult]:
         facts = parse_batch(items)
         moment = datetime.now(UTC)
-        moment_json = _json_moment(moment)
+        moment_json = MOMENT.dump_python(moment, mode="json")  # the events' recordedAt text
         moment_text = sqlite_text(moment)
         db = self.db
         db.execute("BEGIN IMMEDIATE")

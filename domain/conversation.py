@@ -49,6 +49,7 @@ from sessionledger.domain.events import (
 from sessionledger.domain.policies import (
     FreshnessPolicy,
     archive_reason,
+    ended_status,
     last_interaction,
     merged_overrides,
     placement,
@@ -591,10 +592,8 @@ def evolve(
     elif type(event) is RunStarted:
         generation.runs[event.run_id] = RUNNING
         conversation.run_owner[event.run_id] = sid
-    elif type(event) is RunEnded:
-        generation.runs[event.run_id] = event.outcome
-    elif type(event) is RunErrored:
-        generation.runs[event.run_id] = "failed"
+    elif type(event) is RunEnded or type(event) is RunErrored:
+        generation.runs[event.run_id] = ended_status(event)
     elif type(event) is BindingSet:
         generation.bindings[event.provider] = event.cli_session_id
     elif type(event) is BindingDropped:

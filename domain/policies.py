@@ -6,7 +6,8 @@
 - freshness: when an inbound user interaction rotates a session (`FreshnessPolicy`,
   docs/invariants.md) and which events count as one (`last_interaction`);
 - a generation becomes resumable with its first assistant entry (`resumable`);
-- overrides change by merging, a null value removing one (`merged_overrides`).
+- overrides change by merging, a null value removing one (`merged_overrides`);
+- an ended run takes its reported outcome, an errored one `failed` (`ended_status`).
 """
 
 from __future__ import annotations
@@ -22,10 +23,12 @@ from sessionledger.domain.events import (
     GenerationPruned,
     InteractionRecorded,
     LedgerEvent,
+    RunEnded,
+    RunErrored,
     RunStarted,
     TranscriptAppended,
 )
-from sessionledger.domain.values import Model, Role
+from sessionledger.domain.values import Model, Role, Status
 
 ExpiryReason = Literal["idle", "daily"]
 Placement = Literal["applied", "archived"]
@@ -132,3 +135,9 @@ class FreshnessPolicy(Model):
                 hour=self.at_hour, minute=0, second=0, microsecond=0, fold=0
             )
         return boundary
+
+
+def ended_status(event: RunEnded | RunErrored) -> Status:
+    """A run's status once it ended: the outcome its end reported, or `failed` if it
+    errored."""
+    return event.outcome if type(event) is RunEnded else "failed"

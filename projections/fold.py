@@ -34,6 +34,7 @@ from sessionledger.domain.events import (
     TranscriptAppended,
 )
 from sessionledger.domain.policies import (
+    ended_status,
     last_interaction,
     merged_overrides,
     placement,
@@ -172,7 +173,7 @@ def fold(
         run = _evolve_run(
             started,
             dict(
-                status=event.outcome if type(event) is RunEnded else "failed",
+                status=ended_status(event),
                 ended_at=ended_at,
                 runtime_ms=_millis(ended_at - started.started_at),
                 stop_reason=event.stop_reason if type(event) is RunEnded else None,

@@ -15,7 +15,9 @@ from sessionledger.domain.events import (
     GenerationPruned,
     InteractionRecorded,
     OverridesChangedFact,
+    RunEnded,
     RunEndedFact,
+    RunErrored,
     RunStarted,
     RunStartedFact,
     TranscriptAppended,
@@ -25,6 +27,7 @@ from sessionledger.domain.events import (
 from sessionledger.domain.policies import (
     FreshnessPolicy,
     archive_reason,
+    ended_status,
     last_interaction,
     merged_overrides,
     placement,
@@ -253,3 +256,9 @@ def test_the_aggregate_follows_the_shared_rules() -> None:
     assert generation.last_interaction_at == later
     assert generation.resumable
     assert generation.overrides == {"model": "x"}
+
+
+def test_an_ended_run_takes_its_outcome_and_an_errored_one_failed() -> None:
+    ended = RunEnded(**ORIGIN, **tags("s1", "e1", run_id="r1", outcome="timeout"))
+    errored = RunErrored(**ORIGIN, **tags("s1", "e2", run_id="r1", error="boom"))
+    assert (ended_status(ended), ended_status(errored)) == ("timeout", "failed")

@@ -5,17 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sessionledger.domain.conversation import Conversation, Decision
-from sessionledger.domain.events import (
-    OverridesChangedFact,
-    RunEndedFact,
-    RunErroredFact,
-    RunStartedFact,
-    TranscriptAppendedFact,
-    TranscriptEntry,
-)
+from sessionledger.domain.conversation import Conversation
+from sessionledger.domain.events import RunEndedFact, RunErroredFact, RunStartedFact
 from sessionledger.projections.replay import replay
-from sessionledger.projections.state import RowSet
 
 KEY = "agent:main:telegram:direct:4242"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -85,86 +77,3 @@ def test_archived_events_leave_the_session_pointer_alone() -> None:
     assert archived is not None and (archived.status, archived.late_events) == ("done", 1)
     current = rows.generations.rows[s2]
     assert current is not None and current.status == "new"
-
-
-def test_the_fold_places_each_event_where_the_aggregate_decided() -> None:
-    """What the aggregate answered is what the fold's receipts say, through a rotation
-    and a deletion: both follow domain/policies.py `placement`, nothing cross-checks."""
-    conversation = Conversation.open(KEY, at=T0, writer="ingress")
-    s1 = conversation.current_session_id
-    assert s1 is not None
-    rows = RowSet()
-    log: list[Any] = []
-    answered: dict[str, Decision] = {}
-
-    def record(fact: Any) -> None:
-        answered[fact.event_id] = conversation.record(fact)
-
-    def fold() -> None:
-        for event in conversation.collect_events():
-            log.append(event)
-            rows.apply(event, len(log))
-
-    record(RunStartedFact(**tags(s1, "e1", run_id="a", trigger="user")))
-    fold()
-    _, s2 = conversation.reset(reason="reset", at=T0)
-    fold()
-    record(RunEndedFact(**tags(s1, "e2", run_id="a", outcome="done")))  # late: rotated
-    record(RunStartedFact(**tags(s2, "e3", run_id="b", trigger="user")))
-    fold()
-    conversation.delete(at=T0)
-    fold()
-    record(RunEndedFact(**tags(s2, "e4", run_id="b", outcome="done")))  # late: deleted
-    fold()
-    receipts = {r.event_id: r for r in rows.receipts}
-    assert [answered[e].outcome for e in ("e1", "e2", "e3", "e4")] == [
-        "applied",
-        "archived",
-        "applied",
-        "archived",
-    ]
-    for event_id, decision in answered.items():
-        receipt = receipts[event_id]
-        assert (receipt.outcome, receipt.current_session_id) == (
-            decision.outcome,
-            decision.current_session_id,
-        )
-    assert (answered["e2"].reason, answered["e4"].reason) == ("rotated", "deleted")
-    late = [rows.generations.rows[sid] for sid in (s1, s2)]
-    assert [g.late_events for g in late if g is not None] == [1, 1]
-    assert rows.runs.rows["a"] is not None and rows.runs.rows["a"].late
-
-
-def test_the_rows_follow_the_rules_the_aggregate_follows() -> None:
-    """Freshness, resumable and overrides: the generation row after a fold of the log
-    says what the aggregate holds (both apply domain/policies.py)."""
-    conversation = Conversation.open(KEY, at=T0, writer="ingress")
-    sid = conversation.current_session_id
-    assert sid is not None
-    later = T0 + timedelta(minutes=7)
-
-    def appended(event_id: str, role: str, writer: str, at: datetime) -> TranscriptAppendedFact:
-        item = TranscriptEntry(id=event_id, role=role, content="x", timestamp=T0)  # type: ignore[arg-type]
-        return TranscriptAppendedFact(
-            **tags(sid, event_id, entry=item, writer=writer, occurred_at=at)
-        )
-
-    conversation.record(appended("m1", "user", "ingress", later))
-    conversation.record(appended("m2", "assistant", "runner", later + timedelta(minutes=1)))
-    conversation.record(
-        RunStartedFact(
-            **tags(sid, "r", run_id="a", trigger="cron", occurred_at=later + timedelta(hours=1))
-        )
-    )
-    conversation.record(OverridesChangedFact(**tags(sid, "o1", overrides={"model": "x", "t": 1})))
-    conversation.record(OverridesChangedFact(**tags(sid, "o2", overrides={"t": None})))
-    rows = replay(enumerate(conversation.collect_events(), start=1))  # type: ignore[arg-type]
-    row = rows.generations.rows[sid]
-    generation = conversation.generations[sid]
-    assert row is not None
-    assert (row.last_interaction_at, row.resumable, row.overrides) == (
-        generation.last_interaction_at,
-        generation.resumable,
-        generation.overrides,
-    )
-    assert (row.last_interaction_at, row.resumable, row.overrides) == (later, True, {"model": "x"})

@@ -42,15 +42,15 @@ def serve(url: str, port: int) -> None:
 def rebuild(url: str) -> None:
     import resource
 
-    from sessionledger.infrastructure import partition
     from sessionledger.infrastructure.ledger import Ledger
+    from sessionledger.infrastructure.maintenance import partition
 
     with Ledger.open(url) as ledger:
         before = peak_rss_mb()
         started = time.perf_counter()
         events = ledger.rebuild()
         seconds = time.perf_counter() - started
-    # The rebuild's worker processes (infrastructure/partition.py), if it started any:
+    # The rebuild's worker processes (infrastructure/maintenance/partition.py), if it started any:
     # the largest one's peak, counted once per worker (an upper bound of their sum).
     workers_peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     workers = partition.default_workers() - 1 if workers_peak else 0

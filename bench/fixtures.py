@@ -133,7 +133,7 @@ def write_conversations(ledger: Ledger, indexes: range, at: datetime) -> None:
                 assert decision.outcome == "applied", decision
             uow.add(conversation)
 
-    ledger._transact(decide)
+    ledger.store.transact(decide)
 
 
 def long_key(ledger: Ledger, key: str, events: int, at: datetime, batch: int = 1000) -> Chain:

@@ -35,13 +35,13 @@ from typing import Any
 from bench.baseline import sqlite_connect
 from bench.facts import Chain
 from sessionledger.domain.conversation import conversation_id
-from sessionledger.domain.events import TranscriptAppendedFact, _json_moment, chain_hash
+from sessionledger.domain.events import TranscriptAppendedFact, chain_hash, json_moment
 from sessionledger.infrastructure.batch import RecordResult
 from sessionledger.infrastructure.checkpointer import BACKSTOP_PAGES, Checkpointer
 from sessionledger.infrastructure.jsoncodec import dumps, dumps_sqlite
 from sessionledger.infrastructure.ledger import Ledger
 from sessionledger.infrastructure.validation import parse_batch
-from sessionledger.projections.tables import _sqlite_text  # the ledger's text of a UTC moment
+from sessionledger.projections.tables import sqlite_text  # the ledger's text of a UTC moment
 
 KEYS = 50
 BATCH = 1000
@@ -94,8 +94,8 @@ class HandWritten:
     def record(self, items: list[dict[str, Any]]) -> list[RecordResult]:
         facts = parse_batch(items)
         moment = datetime.now(UTC)
-        moment_json = _json_moment(moment)
-        moment_text = _sqlite_text(moment)
+        moment_json = json_moment(moment)
+        moment_text = sqlite_text(moment)
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -142,7 +142,7 @@ class HandWritten:
                         entry.parent_id,
                         entry.role,
                         dumps_sqlite(entry.content),
-                        _sqlite_text(entry.timestamp),
+                        sqlite_text(entry.timestamp),
                         fact.writer,
                         fact.run_id,
                         link,

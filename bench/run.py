@@ -23,7 +23,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bench import httpload
+from bench import httpload, peers
 from bench.baseline import PostgresBaseline, SqliteBaseline, sqlite_select
 from bench.facts import Chain, event_id, random_event_id
 from bench.fixtures import REPO, SessionsStore, long_key, sessions_store
@@ -518,6 +518,22 @@ def _originator(path: Path, position: int) -> Any:
     return row[0]
 
 
+def peers_scenario(bench: Bench, postgres: str | None = None) -> None:
+    """Ours against the peers (bench/peers.py), in this profile's sizes; each row's note
+    is its ratio to the best peer at the same task."""
+    p = bench.p
+    # At most 3 rounds: a round of the slowest peers takes minutes. At once: a tenth of
+    # the sequential appends to each conversation (16 x 100 in the full profile).
+    sizes = peers.Sizes(min(p.repeats, 3), p.appends, max(1, p.appends // 10), p.transcript)
+    results = peers.measure(bench.dir, sizes, postgres)
+    prefix = "[pg] " if postgres else ""
+    for m in results:
+        name = f"{prefix}peers: {m.task}, {m.store}"
+        bench.results.append(Result(name, m.value, m.unit, note=peers.ratio(m, results)))
+    if results:
+        print(peers.table(results, sizes.repeats))
+
+
 SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "append": Bench.append_single,
     "ingest": Bench.ingest_both,
@@ -526,7 +542,11 @@ SCENARIOS: dict[str, Callable[[Bench], None]] = {
     "rebuild": Bench.rebuild,  # first: the store's read models are then this code's
     "store": Bench.store_reads,
     "http": Bench.http,
+    "peers": peers_scenario,
 }
+# Scenarios with a PostgreSQL variant of their own, run by `--postgres URL` when selected;
+# the others' PostgreSQL variants are Bench.postgres.
+POSTGRES_SCENARIOS: dict[str, Callable[[Bench, str], None]] = {"peers": peers_scenario}
 
 
 def table(results: list[Result], profile: Profile) -> str:
@@ -574,7 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     size = parser.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="scaled down: about 2 minutes")
     size.add_argument("--smoke", action="store_true", help="tiny: seconds (for the test suite)")
-    parser.add_argument("--postgres", metavar="URL", help="also run PostgreSQL variants")
+    parser.add_argument(
+        "--postgres", metavar="URL", help="also run the selected scenarios' PostgreSQL variants"
+    )
     parser.add_argument("--only", nargs="+", choices=sorted(SCENARIOS), help="run only these")
     parser.add_argument("--dir", help="work directory (default: a fresh temp dir)")
     parser.add_argument("--fresh", action="store_true", help="rebuild cached fixtures")
@@ -584,17 +606,23 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with _workdir(args.dir) as workdir:
         bench = Bench(profile, workdir, args.fresh)
+        selected = args.only or list(SCENARIOS)
         try:
-            for name in args.only or list(SCENARIOS):
+            for name in selected:
                 print(f"[{name}]")
                 SCENARIOS[name](bench)
             if args.postgres:
-                print("[postgres]")
-                bench.postgres(args.postgres)
+                if any(name not in POSTGRES_SCENARIOS for name in selected):
+                    print("[postgres]")
+                    bench.postgres(args.postgres)
+                for name in selected:
+                    if name in POSTGRES_SCENARIOS:
+                        print(f"[postgres {name}]")
+                        POSTGRES_SCENARIOS[name](bench, args.postgres)
         finally:
             bench.raw.close()
     print()
-    print(table(bench.results, profile))
+    print(table(bench.results, profile) if bench.results else "no results (all skipped)")
     print(f"total {time.perf_counter() - started:.0f} s")
     if args.json:
         Path(args.json).write_text(json.dumps([r.as_json() for r in bench.results], indent=2))

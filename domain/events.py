@@ -73,7 +73,7 @@ class Fact(Model):
                 if dumped is None:  # not dumped, nor to be (a decoded event): the fact's fields
                     dumped = self.model_dump(mode="json", include=_fact_field_set(self.type))
                 else:  # what include=<the fact's fields> gives: canonical_json sorts the keys
-                    dumped = {name: dumped[name] for name in _fact_fields(self.type)}
+                    dumped = {name: dumped[name] for name in fact_fields(self.type)}
             cached = state["_fingerprint"] = digest(canonical_json(dumped))
         return cached  # type: ignore[no-any-return]
 
@@ -266,7 +266,7 @@ IncomingFact = Annotated[
 
 
 @cache
-def _fact_fields(type_: str) -> tuple[str, ...]:
+def fact_fields(type_: str) -> tuple[str, ...]:
     """The fields of the fact a `type` names, in field order (recorded events add theirs
     after them)."""
     return tuple(FACT_CLASSES[type_].model_fields)
@@ -274,7 +274,7 @@ def _fact_fields(type_: str) -> tuple[str, ...]:
 
 @cache
 def _fact_field_set(type_: str) -> set[str]:
-    return set(_fact_fields(type_))  # shared: never mutated
+    return set(fact_fields(type_))  # shared: never mutated
 
 
 FACT_CLASSES: dict[str, type[Fact]] = {
@@ -372,7 +372,7 @@ class Recorded(BaseModel):
         # The cached properties' slots: the dump composed from the fact's (ints and strings
         # dump as themselves), the fact's own dump (its fingerprint's fields), and the
         # fingerprint if the fact has it already.
-        values["_json"] = {**fact_json, "timestamp": _json_moment(timestamp), **derived}
+        values["_json"] = {**fact_json, "timestamp": json_moment(timestamp), **derived}
         values["_fact_json"] = fact_json
         if "_fingerprint" in state:
             values["_fingerprint"] = state["_fingerprint"]
@@ -402,7 +402,7 @@ def _layout(cls: type[Recorded]) -> tuple[type[Fact], tuple[str, ...], tuple[str
     return fact_class, fact_names, own
 
 
-def _json_moment(moment: datetime) -> str:
+def json_moment(moment: datetime) -> str:
     """The JSON text of a recorded event's timestamp. The events of one unit of work
     share their moment, so the last moment's text is kept (one pair: replaced whole,
     so threads never see a moment with another's text)."""

@@ -37,7 +37,8 @@ SOFT_REASONS: frozenset[str] = frozenset({"idle"})
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _no_control_characters(value: str) -> str:
+def no_control_characters(value: str) -> str:
+    """`value` itself, or ValueError if it holds a control character."""
     # A printable string holds no control character (they are all unprintable): one C
     # call for nearly every identifier instead of a regex search.
     if not value.isprintable() and _CONTROL.search(value):
@@ -48,12 +49,12 @@ def _no_control_characters(value: str) -> str:
 SessionKey = Annotated[
     str,
     Field(min_length=1, max_length=MAX_KEY_LENGTH),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 Identifier = Annotated[
     str,
     Field(min_length=1, max_length=MAX_ID_LENGTH),
-    AfterValidator(_no_control_characters),
+    AfterValidator(no_control_characters),
 ]
 ShortText = Annotated[str, Field(max_length=MAX_TEXT_LENGTH)]
 

@@ -45,7 +45,8 @@ class Database:
     def __init__(self, url: str, *, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.url = url
         self.busy_timeout = busy_timeout
-        path = _sqlite_file_path(url)
+        # The SQLite file, None for PostgreSQL or an in-memory database.
+        self.path = path = _sqlite_file_path(url)
         self.engine = _create_engine(url, busy_timeout, path)
         self.dialect = self.engine.dialect.name
         # A SQLite file's checkpoints run after commits, not in them (checkpointer.py).
@@ -64,18 +65,6 @@ class Database:
                 f"SET LOCAL lock_timeout = '{wait_ms}ms'",
                 f"LOCK TABLE {EVENTS_TABLE} IN EXCLUSIVE MODE",
             )
-
-    @contextmanager
-    def writing(self) -> Iterator[Connection]:
-        """One write transaction on a Core connection, holding the database's writer lock
-        from its start (see `write`, which runs the same without a context manager)."""
-        connection = self._begin()
-        try:
-            yield connection
-        except BaseException:
-            self._end(connection, commit=False)
-            raise
-        self._end(connection, commit=True)
 
     def _begin(self, connection: Connection | None = None) -> Connection:
         """The writer lock, a connection (a new one, or the caller's) and its transaction
@@ -142,7 +131,7 @@ class Database:
         if session is None:
             connection = self.current
             if connection is None:
-                raise RuntimeError("not in a write transaction (Database.writing)")
+                raise RuntimeError("not in a write transaction (Database.write)")
             # Joins the transaction: its commit commits nothing, closing it leaves ours.
             session = local.session = Session(
                 bind=connection, autoflush=False, expire_on_commit=False
@@ -156,7 +145,11 @@ class Database:
         on_failure: Callable[[], None] | None = None,
         attempts: int = 5,
     ) -> T:
-        """Run `work` in a write transaction, retrying transient conflicts inside the store."""
+        """Run `work` in one write transaction on a Core connection, holding the
+        database's writer lock from its start; commit if it returns, roll back if it
+        raises. Transient conflicts (deadlock, serialisation, a duplicate aggregate
+        version) run `work` again, up to `attempts` times; database faults raise
+        StoreUnavailable. `on_failure` runs after each failed attempt."""
         for attempt in range(1, attempts + 1):
             try:
                 try:

@@ -90,7 +90,8 @@ class CommitQueue(Generic[B, R]):
         self._limit = limit
         self._shared_faults = shared_faults
         self._mutex = threading.Lock()
-        self._queue: deque[_Ticket[B, R]] = deque()
+        # The batches waiting for the writer, oldest first (guarded by the mutex).
+        self.queue: deque[_Ticket[B, R]] = deque()
         self._leading = False  # someone is deciding groups (the writer is taken)
 
     def submit(self, batch: B) -> R:
@@ -101,7 +102,7 @@ class CommitQueue(Generic[B, R]):
             lone = not self._leading
             self._leading = True
             if not lone:
-                self._queue.append(ticket)
+                self.queue.append(ticket)
         if lone:
             # The writer is free: lead at once, a group of one that others may join.
             try:
@@ -124,7 +125,7 @@ class CommitQueue(Generic[B, R]):
     def _hand_over(self) -> None:
         """Pass the lead to the oldest waiting caller, if any."""
         with self._mutex:
-            successor = self._queue[0] if self._queue else None
+            successor = self.queue[0] if self.queue else None
             self._leading = successor is not None
         if successor is not None:
             successor.wake()
@@ -134,7 +135,7 @@ class CommitQueue(Generic[B, R]):
         (with nothing taken yet, at least one batch, however large)."""
         group: list[_Ticket[B, R]] = []
         with self._mutex:
-            queue = self._queue
+            queue = self.queue
             while queue and (not (group or total) or total + queue[0].size <= self._limit):
                 ticket = queue.popleft()
                 total += ticket.size
@@ -146,7 +147,7 @@ class CommitQueue(Generic[B, R]):
 
         def join() -> list[B]:
             nonlocal total
-            if not self._queue:
+            if not self.queue:
                 # Read without the mutex: a batch queued just after is led by its own
                 # caller once this group is done (`_hand_over` looks under the mutex).
                 return []

@@ -1,10 +1,7 @@
-"""The Python API: `Ledger.open(url)`, commands that record facts, queries that read rows.
+"""The Python API: `Ledger.open(url)`, commands that record facts, queries that read rows,
+and the maintenance of the store (infrastructure.maintenance).
 
-Every command is one write transaction (see infrastructure.database):
-
-    catch the projection up -> load aggregates -> decide -> record events
-    -> fold them into the read models -> move the tracking position -> commit
-
+Every command is one write transaction of the store (infrastructure.store `Store.transact`),
 so the caller's own write is visible as soon as the call returns, on SQLite and
 PostgreSQL alike, and a crash at any point leaves either all of it or none.
 """
@@ -12,21 +9,18 @@ PostgreSQL alike, and a crash at any point leaves either all of it or none.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, TypeVar
-from uuid import UUID
 
 from pydantic import TypeAdapter, ValidationError
-from pydantic.alias_generators import to_camel
-from sqlalchemy import Connection
 
 from sessionledger.domain.conversation import (
     Conversation,
     Resolution,
     conversation_id,
-    new_id,
     utcnow,
 )
 from sessionledger.domain.errors import (
@@ -35,12 +29,7 @@ from sessionledger.domain.errors import (
     StoreUnavailable,
     UnknownSession,
 )
-from sessionledger.domain.events import (
-    BindingDroppedFact,
-    BindingSetFact,
-    Fact,
-    LedgerEvent,
-)
+from sessionledger.domain.events import BindingDroppedFact, BindingSetFact, Fact, LedgerEvent
 from sessionledger.domain.policies import FreshnessPolicy
 from sessionledger.domain.values import (
     MAX_BATCH_EVENTS,
@@ -50,29 +39,27 @@ from sessionledger.domain.values import (
     Status,
     Writer,
 )
-from sessionledger.infrastructure.application import LedgerApplication
 from sessionledger.infrastructure.batch import RecordResult, record_batch, record_batches
 from sessionledger.infrastructure.collector import at_ease_for, collector_at_ease
-from sessionledger.infrastructure.database import Database, translate_faults
+from sessionledger.infrastructure.generation_facts import record_about_current
 from sessionledger.infrastructure.group_commit import CommitQueue
-from sessionledger.infrastructure.log import EventLog
-from sessionledger.infrastructure.maintenance import (
-    BindingsReport,
-    PruneReport,
-    RecoverReport,
-    VerifyReport,
-)
-from sessionledger.infrastructure.schema import UpgradePolicy, ensure_schema
-from sessionledger.infrastructure.settings import BUSY_TIMEOUT_SECONDS, database_url
+from sessionledger.infrastructure.maintenance.bindings import BindingsReport, check_bindings
+from sessionledger.infrastructure.maintenance.prune import PruneReport, prune
+from sessionledger.infrastructure.maintenance.rebuild import rebuild
+from sessionledger.infrastructure.maintenance.recover import RecoverReport, recover
+from sessionledger.infrastructure.maintenance.verify import VerifyReport, verify
+from sessionledger.infrastructure.schema import UpgradePolicy
+from sessionledger.infrastructure.settings import BUSY_TIMEOUT_SECONDS
+from sessionledger.infrastructure.store import Store
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.infrastructure.validation import (
     check_new_session_id,
     checked_session_key,
+    invalid_input,
     parse_batch,
 )
 from sessionledger.projections.audit import AuditReport
 from sessionledger.projections.audit import report as audit_report
-from sessionledger.projections.projector import Executor, Projector, RowCache
 from sessionledger.projections.queries import Page, Queries
 from sessionledger.projections.replay import Mismatch, compare, replayed_rows, stored_rows
 from sessionledger.projections.reports import StatusReport, status_report
@@ -108,20 +95,20 @@ class ResetResult:
 
 
 class Ledger:
+    """Commands and queries over one `Store`: each command one write transaction of the
+    store, each query one read."""
+
     def __init__(
         self,
-        database: Database,
+        store: Store,
         *,
         policy: FreshnessPolicy | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
-        self.database = database
+        self.store = store
         self.policy = policy or FreshnessPolicy()
         self.clock = clock
-        self.app = LedgerApplication(database)
-        self.projector = Projector(TABLES, RowCache())
         self.queries = Queries(TABLES)
-        self.event_log = EventLog(self.app.mapper, self.app.events_table)
         self.commits = self._commit_queue()
 
     @classmethod
@@ -142,19 +129,14 @@ class Ledger:
         `busy_timeout`: seconds a write waits for other writers (a locked database)
         before it fails with StoreUnavailable.
         """
-        database = Database(database_url(url), busy_timeout=busy_timeout)
-        try:
-            with translate_faults():
-                ensure_schema(database.engine, upgrade)
-            ledger = cls(database, policy=policy, clock=clock)
-            ledger.catch_up()
-        except BaseException:
-            database.close()
-            raise
-        return ledger
+        return cls(
+            Store.open(url, upgrade=upgrade, busy_timeout=busy_timeout),
+            policy=policy,
+            clock=clock,
+        )
 
     def close(self) -> None:
-        self.database.close()
+        self.store.close()
 
     def __enter__(self) -> Ledger:
         return self
@@ -180,9 +162,10 @@ class Ledger:
         return at_ease_for(len(facts), lambda: self.commits.submit(parse_batch(facts)))
 
     def _commit_queue(self) -> CommitQueue[list[Fact], list[RecordResult]]:
+        store = self.store
         return CommitQueue(
-            self._record_joined,
-            lambda facts: self._transact(lambda uow: record_batch(uow, facts)),
+            lambda batches, join: store.transact_joined(batches, join, record_batches),
+            lambda facts: store.transact(lambda uow: record_batch(uow, facts)),
             size=len,
             limit=MAX_BATCH_EVENTS,
             shared_faults=(StoreUnavailable,),
@@ -282,7 +265,7 @@ class Ledger:
             uow.add(conversation)
             return deleted
 
-        return self._transact(decide)
+        return self.store.transact(decide)
 
     def set_binding(
         self,
@@ -294,12 +277,14 @@ class Ledger:
         writer: Writer = "admin",
     ) -> RecordResult:
         """Bind the current generation to an external CLI session (for resume)."""
-        return self._generation_fact(
+        return record_about_current(
+            self.store,
             session_key,
-            _about_current(
-                BindingSetFact, writer, provider=provider, cli_session_id=cli_session_id
-            ),
-            at,
+            BindingSetFact,
+            at=self._moment(at),
+            writer=writer,
+            provider=provider,
+            cli_session_id=cli_session_id,
         )
 
     def drop_binding(
@@ -311,37 +296,35 @@ class Ledger:
         at: datetime | None = None,
         writer: Writer = "admin",
     ) -> RecordResult:
-        return self._generation_fact(
+        return record_about_current(
+            self.store,
             session_key,
-            _about_current(BindingDroppedFact, writer, provider=provider, reason=reason),
-            at,
+            BindingDroppedFact,
+            at=self._moment(at),
+            writer=writer,
+            provider=provider,
+            reason=reason,
         )
 
     def catch_up(self) -> int:
         """Fold whatever the log holds beyond the projection's position."""
-        return self._transact(lambda uow: uow.position)
+        return self.store.catch_up()
+
+    # -- maintenance (infrastructure/maintenance/): every repair is an event ------------
 
     def rebuild(self, on_progress: Callable[[int], None] | None = None) -> int:
         """Fold the whole log into the shadow tables page by page, then swap them in with
         one short write transaction; the store keeps serving meanwhile. Returns the position."""
-        from sessionledger.infrastructure import maintenance
-
-        return maintenance.rebuild(self, on_progress)
-
-    # -- maintenance (infrastructure/maintenance.py): every repair is an event ----------
+        return rebuild(self.store, on_progress)
 
     def verify(self, on_progress: Callable[[int], None] | None = None) -> VerifyReport:
         """Hash chains from the log and every read model against a fresh fold of the log,
         in bounded memory; `report.ok` is False on any mismatch."""
-        from sessionledger.infrastructure import maintenance
-
-        return maintenance.verify(self, on_progress)
+        return verify(self.store, on_progress)
 
     def recover(self, stale_after: timedelta, *, at: datetime | None = None) -> RecoverReport:
         """Close runs running longer than `stale_after` as `interrupted` (writer `system`)."""
-        from sessionledger.infrastructure import maintenance
-
-        return maintenance.recover(self, stale_after, at=self._moment(at))
+        return recover(self.store, stale_after, at=self._moment(at))
 
     def prune(
         self,
@@ -352,27 +335,19 @@ class Ledger:
     ) -> PruneReport:
         """Prune old generations that are neither current nor running (a
         `generation.pruned` event each), exporting their transcripts to JSONL first."""
-        from pathlib import Path
-
-        from sessionledger.infrastructure import maintenance
-
         directory = Path(export_dir) if export_dir is not None else None
-        return maintenance.prune(self, older_than, export_dir=directory, at=self._moment(at))
+        return prune(self.store, older_than, export_dir=directory, at=self._moment(at))
 
     def check_bindings(self, directory: str, *, fix: bool = False) -> BindingsReport:
         """Probe `<directory>/<cliSessionId>.jsonl` for every current binding; `fix`
         drops the dead ones with reason `missing-transcript`."""
-        from pathlib import Path
-
-        from sessionledger.infrastructure import maintenance
-
-        return maintenance.check_bindings(self, Path(directory), fix=fix)
+        return check_bindings(self.store, Path(directory), fix=fix, at=self._moment(None))
 
     # -- queries -----------------------------------------------------------------------
 
     def session(self, session_key: str) -> SessionView:
         """The current row of a key; UnknownSession or SessionDeleted if there is none."""
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             view = self.queries.session(connection, session_key)
             if view is not None:
                 return view
@@ -396,7 +371,7 @@ class Ledger:
             if not 1 <= active_within_minutes <= MAX_MINUTES:
                 raise InvalidEvent("activeWithinMinutes", f"must be between 1 and {MAX_MINUTES}")
             active_since = self.clock() - timedelta(minutes=active_within_minutes)
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             return self.queries.sessions(
                 connection,
                 status=status,
@@ -408,26 +383,26 @@ class Ledger:
             )
 
     def generation(self, session_id: str) -> GenerationRow | None:
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             return self.queries.generation(connection, session_id)
 
     def generations(self, session_key: str) -> list[GenerationRow]:
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             return self.queries.generations_of(connection, session_key)
 
     def run(self, run_id: str) -> RunRow | None:
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             return self.queries.run(connection, run_id)
 
     def runs(self, session_id: str) -> list[RunRow]:
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             return self.queries.runs_of(connection, session_id)
 
     def transcript(
         self, session_key: str, *, session_id: str | None = None, lineage: bool = False
     ) -> list[EntryView]:
         """Entries of one generation (default: the current one), or of its whole lineage."""
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             if session_id is None:
                 view = self.queries.session(connection, session_key)
                 if view is None:
@@ -445,8 +420,8 @@ class Ledger:
 
     def log(self, after: int = 0, limit: int = 1000) -> list[tuple[int, LedgerEvent]]:
         """Recorded events in log order, with their positions."""
-        with self.database.reading() as connection:
-            return self.event_log.read(connection, after, limit)
+        with self.store.database.reading() as connection:
+            return self.store.event_log.read(connection, after, limit)
 
     def audit(
         self,
@@ -467,8 +442,10 @@ class Ledger:
         if position is not None and position < 0:
             raise InvalidEvent("position", "must be 0 or more")
         with collector_at_ease():  # a quarter of an audit's CPU was the collector's
-            with self.database.reading() as connection:
-                events = self.event_log.read_aggregate(connection, conversation_id(session_key))
+            with self.store.database.reading() as connection:
+                events = self.store.event_log.read_aggregate(
+                    connection, conversation_id(session_key)
+                )
             if not events:
                 raise UnknownSession(session_key)
             if run_id is not None and not any(e.run_id == run_id for _, e in events):
@@ -483,7 +460,7 @@ class Ledger:
             raise InvalidEvent("stuckAfterMinutes", f"must be between 1 and {MAX_MINUTES}")
         if not 1 <= window_minutes <= MAX_MINUTES:
             raise InvalidEvent("windowMinutes", f"must be between 1 and {MAX_MINUTES}")
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             return status_report(
                 connection,
                 TABLES,
@@ -494,11 +471,11 @@ class Ledger:
 
     def replay_mismatches(self) -> list[Mismatch]:
         """Differences between the stored read models and a fresh fold of the whole log."""
-        with self.database.reading() as connection:
+        with self.store.database.reading() as connection:
             stored = stored_rows(connection, TABLES)
             rows = RowSet()
             after = 0
-            while page := self.event_log.read(connection, after, 1000):
+            while page := self.store.event_log.read(connection, after, 1000):
                 for position, event in page:
                     rows.apply(event, position)
                 after = page[-1][0]
@@ -506,59 +483,16 @@ class Ledger:
 
     def positions(self) -> tuple[int, int]:
         """(projection position, log head): equal whenever the read models are current."""
-        with self.database.reading() as connection:
-            return self.projector.position(connection), self.projector.log_head(connection)
+        return self.store.positions()
 
     def projection_lag(self) -> int:
         position, head = self.positions()
         return head - position
 
     def position(self) -> int:
-        with self.database.reading() as connection:
-            return self.projector.position(connection)
+        return self.store.positions()[0]
 
     # -- plumbing ----------------------------------------------------------------------
-
-    def _read_log(self, executor: Executor) -> Callable[[int, int], list[tuple[int, LedgerEvent]]]:
-        return lambda after, limit: self.event_log.read(executor, after, limit)
-
-    def _unit_of_work(self, connection: Connection, touched: set[UUID]) -> UnitOfWork:
-        """A unit of work in the write transaction on `connection`; the aggregates it
-        loads go into `touched`, to forget if the transaction fails."""
-        return UnitOfWork(self.app, self.projector, connection, self._read_log(connection), touched)
-
-    def _transact(self, decide: Callable[[UnitOfWork], T]) -> T:
-        """Run a command in one write transaction."""
-        touched: set[UUID] = set()
-
-        def work(connection: Connection) -> T:
-            touched.clear()
-            uow = self._unit_of_work(connection, touched)
-            result = decide(uow)
-            uow.commit()
-            return result
-
-        return self.database.write(work, on_failure=lambda: self._forget(touched))
-
-    def _record_joined(
-        self, batches: Sequence[list[Fact]], join: Callable[[], Sequence[list[Fact]]]
-    ) -> list[list[RecordResult]]:
-        """Record `batches`, then those that `join` brings while the transaction is
-        open, each group in a unit of work of its own, all in one transaction."""
-        taken = list(batches)
-        touched: set[UUID] = set()
-
-        def work(connection: Connection) -> list[list[RecordResult]]:
-            touched.clear()
-            results: list[list[RecordResult]] = []
-            group: Sequence[list[Fact]] = taken  # a retry decides all joined so far again
-            while group:
-                results.extend(record_batches(self._unit_of_work(connection, touched), group))
-                group = join()
-                taken.extend(group)
-            return results
-
-        return self.database.write(work, on_failure=lambda: self._forget(touched))
 
     def _transact_then(
         self, decide: Callable[[UnitOfWork], T], finish: Callable[[UnitOfWork, T], R]
@@ -570,13 +504,7 @@ class Ledger:
             uow.commit()
             return finish(uow, result)
 
-        return self._transact(decide_then_finish)
-
-    def _forget(self, touched: set[UUID]) -> None:
-        """A transaction failed: nothing it decided or folded was committed."""
-        self.app.forget(touched)
-        if self.projector.rows is not None:
-            self.projector.rows.clear()
+        return self.store.transact(decide_then_finish)
 
     def _moment(self, at: datetime | None, field: str = "at") -> datetime:
         """`at`, or the clock's now when it is None: an `Instant` as a fact's time must be
@@ -587,48 +515,7 @@ class Ledger:
         try:
             return _INSTANT.validate_python(at)
         except ValidationError as e:
-            raise InvalidEvent(field, e.errors(include_url=False)[0]["msg"]) from None
-
-    def _generation_fact(
-        self,
-        session_key: str,
-        build: Callable[[str, str, datetime], Fact],
-        at: datetime | None,
-    ) -> RecordResult:
-        key = checked_session_key(session_key)
-        now = self._moment(at)
-
-        def decide(uow: UnitOfWork) -> list[RecordResult]:
-            conversation = uow.existing(key)
-            if conversation.current_session_id is None:
-                raise SessionDeleted(key, conversation.last_session_id)
-            try:
-                fact = build(key, conversation.current_session_id, now)
-            except ValidationError as e:
-                detail = e.errors(include_url=False)[0]
-                field_name = ".".join(to_camel(str(part)) for part in detail["loc"]) or "event"
-                raise InvalidEvent(field_name, detail["msg"]) from None
-            return record_batch(uow, [fact])
-
-        (result,) = self._transact(decide)
-        if result.outcome == "rejected":
-            field_name, _, message = (result.reason or "").partition(": ")
-            raise InvalidEvent(field_name or "event", message or "rejected")
-        return result
-
-
-def _about_current(
-    fact_class: type[Fact], writer: Writer, **fields: Any
-) -> Callable[[str, str, datetime], Fact]:
-    """A builder of a generation-level fact about the key's current generation."""
-    return lambda key, session_id, now: fact_class(
-        event_id=new_id(),
-        session_key=key,
-        session_id=session_id,
-        occurred_at=now,
-        writer=writer,
-        **fields,
-    )
+            raise invalid_input(e.errors(include_url=False), within=(field,)) from None
 
 
 __all__ = [

@@ -6,6 +6,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
+from pydantic_core import ErrorDetails
 
 from sessionledger.domain.errors import InvalidEvent, LimitExceeded
 from sessionledger.domain.events import INCOMING_TYPES, Fact, IncomingFact
@@ -28,7 +29,7 @@ def check_new_session_id(uow: UnitOfWork, session_id: str | None) -> None:
     try:
         _ID.validate_python(session_id)
     except ValidationError as e:
-        raise InvalidEvent("sessionId", e.errors()[0]["msg"]) from None
+        raise invalid_input(e.errors(include_url=False), within=("sessionId",)) from None
     if owners(uow.connection, "sessionId", (session_id,)):
         raise InvalidEvent("sessionId", f"{session_id!r} is already used")
 
@@ -37,7 +38,7 @@ def checked_session_key(value: str) -> str:
     try:
         return _KEY.validate_python(value)
     except ValidationError as e:
-        raise InvalidEvent("sessionKey", e.errors()[0]["msg"]) from None
+        raise invalid_input(e.errors(include_url=False), within=("sessionKey",)) from None
 
 
 def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
@@ -53,15 +54,17 @@ def parse_batch(events: Iterable[Fact | Mapping[str, Any]]) -> list[Fact]:
 
 def _parse(items: list[Fact | Mapping[str, Any]]) -> list[Fact]:
     facts: list[Fact] = []
-    problems: list[dict[str, object]] = []
+    problems: list[ErrorDetails] = []
     for index, item in enumerate(items):
         # type() first: isinstance on a pydantic class goes through its metaclass.
         if type(item) is not dict and isinstance(item, Fact):
             if item.type not in INCOMING_TYPES:
                 problems.append(
                     {
-                        "field": f"events[{index}].type",
-                        "message": f"{item.type!r} cannot be reported in a batch",
+                        "type": "value_error",
+                        "loc": ("events", index, "type"),
+                        "msg": f"{item.type!r} cannot be reported in a batch",
+                        "input": item.type,
                     }
                 )
             facts.append(item)
@@ -70,30 +73,56 @@ def _parse(items: list[Fact | Mapping[str, Any]]) -> list[Fact]:
             facts.append(_validate_fact(item))
         except ValidationError as e:
             for detail in e.errors(include_url=False):
-                problems.append(
-                    {
-                        "field": _field_path(index, detail),
-                        "message": detail["msg"],
-                        "type": detail["type"],
-                    }
-                )
+                problems.append({**detail, "loc": ("events", index, *detail["loc"])})
     if problems:
-        first = problems[0]
-        too_large = any(p.get("type") == "too_large" for p in problems)
-        for problem in problems:
-            problem.pop("type", None)
-        kind = LimitExceeded if too_large else InvalidEvent
-        raise kind(str(first["field"]), str(first["message"]), problems)
+        raise invalid_input(problems)
     return facts
 
 
-def _field_path(index: int, error: Any) -> str:
-    loc = list(error["loc"])
-    if error["type"] in {"union_tag_not_found", "union_tag_invalid"}:
-        loc = ["type"]
-    elif loc and isinstance(loc[0], str) and "." in loc[0]:
-        loc = loc[1:]  # the discriminator value pydantic puts first
-    path = f"events[{index}]"
+# pydantic's error types for a tagged union's missing or unknown tag: the error is about
+# the union's `type` field, which pydantic leaves out of the location.
+_UNION_TAG = frozenset({"union_tag_not_found", "union_tag_invalid"})
+
+
+def field_path(loc: Iterable[str | int]) -> str:
+    """The field an error's location (pydantic's) names, as the caller wrote it.
+
+    `('events', 3, 'run.ended', 'entry', 'role')` -> `'events[3].entry.role'`: list
+    indexes in brackets, names joined by dots, and the tag pydantic inserts after the
+    index of a tagged union's item (an event type such as `run.ended`) left out.
+    "" for the input itself.
+    """
+    path = ""
     for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif "." in part and path.endswith("]"):
+            continue
+        else:
+            path += f".{part}" if path else part
     return path
+
+
+def invalid_input(
+    errors: Iterable[Mapping[str, Any]], within: tuple[str | int, ...] = (), whole: str = "body"
+) -> InvalidEvent:
+    """The one way a validation failure is reported (the Python API, HTTP and the CLI).
+
+    Every error becomes `{"field", "message"}` in `details` (the field from
+    `field_path` of `within` + the error's location, `whole` when that is empty); the
+    exception's own field and message are the first error's. A `LimitExceeded` when a
+    documented limit was crossed: an entry over its size (`too_large`) or a batch over
+    `MAX_BATCH_EVENTS` events (a too-long `events`).
+    """
+    details: list[dict[str, object]] = []
+    limit = False
+    for error in errors:
+        loc = (*within, *error["loc"])
+        if error["type"] in _UNION_TAG:
+            loc = (*loc, "type")
+        details.append({"field": field_path(loc) or whole, "message": error["msg"]})
+        limit = limit or error["type"] == "too_large"
+        limit = limit or (error["type"] == "too_long" and loc == ("events",))
+    first = details[0] if details else {"field": whole, "message": "invalid"}
+    kind = LimitExceeded if limit else InvalidEvent
+    return kind(str(first["field"]), str(first["message"]), details)

@@ -231,7 +231,7 @@ def status_report(
 
     # On the driver's cursor (projections/raw.py): SQLAlchemy's result processing of
     # 5,000 active runs was 2.5% of the report's instructions.
-    active = _running(r).rows(connection, active_run)
+    active = running_runs(r).rows(connection, active_run)
 
     in_window = and_(r.c.status != "running", r.c.updated_at > since, r.c.updated_at <= now)
     tally = _Tally()
@@ -350,7 +350,7 @@ def status_report(
 
 
 @cache
-def _running(r: Table) -> RawSelect:
+def running_runs(r: Table) -> RawSelect:
     """The running runs, oldest first, in ActiveRun's first fields: on SQLite a read of
     `ix_ledger_runs_running_covering` alone."""
     columns = ("run_id", "session_key", "session_id", "trigger", "writer", "model", "provider")

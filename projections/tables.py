@@ -51,14 +51,14 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> Any:
         if dialect.name == "sqlite":
-            return _bind_sqlite(value)
+            return bind_sqlite(value)
         return None if value is None else value.astimezone(UTC)
 
     def bind_processor(self, dialect: Dialect) -> Any:
         # SQLite: one plain function instead of TypeDecorator's closure around
         # process_bind_param (same text; a rebuild binds three or four timestamps per event).
         if dialect.name == "sqlite" and self.impl_instance.bind_processor(dialect) is None:
-            return _bind_sqlite
+            return bind_sqlite
         return super().bind_processor(dialect)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
@@ -84,7 +84,7 @@ def read_utc(value: Any) -> datetime | None:
     return aware
 
 
-def _sqlite_text(v: datetime) -> str:
+def sqlite_text(v: datetime) -> str:
     """The fixed-width text SQLAlchemy's SQLite DATETIME stores (kept, so files stay
     compatible and text comparisons in SQL stay chronological) for a UTC moment:
     `isoformat` pads the year to four digits and, with timespec, always writes
@@ -108,20 +108,20 @@ def _sqlite_text(v: datetime) -> str:
     return v.isoformat(" ", "microseconds")[:-6]
 
 
-# _sqlite_text's recent UTC moments (a rebuild's every event brings a new one).
+# sqlite_text's recent UTC moments (a rebuild's every event brings a new one).
 _TEXTS: dict[datetime, str] = {}
 _TEXTS_KEPT = 1024
 
 
-def _bind_sqlite(value: datetime | None) -> str | None:
+def bind_sqlite(value: datetime | None) -> str | None:
     """UTCDateTime.process_bind_param on SQLite."""
     if value is None:
         return None
     if value.tzinfo is UTC:
-        # _sqlite_text's remembered text, looked up here: one call less per timestamp.
+        # sqlite_text's remembered text, looked up here: one call less per timestamp.
         text = _TEXTS.get(value) if type(value) is datetime else None
-        return text if text is not None else _sqlite_text(value)
-    return _sqlite_text(value.astimezone(UTC))
+        return text if text is not None else sqlite_text(value)
+    return sqlite_text(value.astimezone(UTC))
 
 
 class _SQLiteDateTimeText(String):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, from nothing: PostgreSQL server binaries (for the server the
 # tests start themselves), a virtualenv with the project and its dev tools, then
-# lint, types and tests. Extra arguments go to pytest.
+# lint, types, import contracts and tests. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,4 +23,5 @@ python=${PYTHON:-python3}
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 bash scripts/mypy.sh
+bash scripts/imports.sh
 .venv/bin/pytest "$@"

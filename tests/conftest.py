@@ -44,7 +44,7 @@ class PostgresServer:
         return self.url(name)
 
 
-def _pg_bindir() -> Path:
+def pg_bindir() -> Path:
     pg_config = shutil.which("pg_config")
     if pg_config:
         out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True)
@@ -60,7 +60,7 @@ def _pg_bindir() -> Path:
     raise RuntimeError("PostgreSQL server binaries not found (apt-get install postgresql)")
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
@@ -68,7 +68,7 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     root = os.geteuid() == 0
     base = Path(tempfile.mkdtemp(prefix="sessionledger-pg-"))
     data = base / "data"
@@ -78,7 +78,7 @@ def postgres_server() -> Iterator[PostgresServer]:
         user = "postgres"
         shutil.chown(base, "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [
             *prefix,

@@ -5,6 +5,7 @@ Only that it runs and reports every scenario: nothing here looks at a time.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -24,6 +25,14 @@ def run(*arguments: str, timeout: float = 120) -> str:
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done.stdout
+
+
+def installed(module: str) -> bool:
+    """Whether `module` (dotted: its parents too) can be imported here."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a parent package is missing
+        return False
 
 
 def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> None:
@@ -52,6 +61,20 @@ def test_the_bench_runs_every_scenario_and_prints_its_table(tmp_path: Path) -> N
         assert scenario in names, (scenario, names)
     for result in results:
         assert result["value"] > 0, result
+    # The peers are an optional extra (.[bench]): measured when installed, else skipped
+    # with a message, never a failure.
+    peers = [
+        store
+        for module, store in (("agents", "OpenAI SQLiteSession"), ("google.adk", "ADK"))
+        if installed(module)
+    ]
+    if peers:
+        for store in ("sessionledger", *peers):
+            assert f"peers: append, 1 conversation, {store}" in names, (store, names)
+            assert "the best peer" in output
+    else:
+        assert "peers: skipped, no peer is installed" in output, output
+        assert "peers:" not in names
 
 
 def test_the_floor_replays_a_commands_sql_and_names_the_pages_it_writes() -> None:

@@ -176,7 +176,7 @@ def run_demo(ledger: Ledger, tag: str, start: datetime) -> DemoReport:
 
     archived = ledger.generation(s1)
     return DemoReport(
-        db=shown_url(ledger.database.url),
+        db=shown_url(ledger.store.database.url),
         keys=(telegram, slack),
         sessions=(ledger.session(telegram), ledger.session(slack)),
         late_event={

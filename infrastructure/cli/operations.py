@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 
 from sessionledger.domain.errors import InvalidEvent
@@ -29,6 +30,7 @@ from sessionledger.infrastructure.cli.common import (
 )
 from sessionledger.infrastructure.cli.views import audit_tables, status_tables
 from sessionledger.infrastructure.config import ServerSettings
+from sessionledger.infrastructure.validation import invalid_input
 from sessionledger.projections.audit import to_markdown
 
 
@@ -62,8 +64,11 @@ def serve(
 
     try:
         settings = ServerSettings.from_environment(read_tokens, admin_tokens, policy)
-    except ValueError as e:
-        fail(f"bad server settings: {str(e).splitlines()[0]}")
+    except ValidationError as e:
+        problem = invalid_input(e.errors(include_url=False), within=("policy",), whole="policy")
+        fail(f"bad server settings: {problem}")
+    except ValueError as e:  # the policy is not JSON
+        fail(f"bad server settings: policy: {str(e).splitlines()[0]}")
     with opened_ledger(db) as ledger:
         try:
             run(ledger, host=host, port=port, settings=settings)

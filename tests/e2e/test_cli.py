@@ -183,6 +183,22 @@ def test_bad_or_unreachable_databases_fail_in_one_line(url: str, reason: str) ->
         assert reason in one_line_error(runner.invoke(app, [*command, "--db", url]))
 
 
+@pytest.mark.parametrize(
+    "policy, expected",
+    [
+        ('{"default": {"idleMinutes": "x"}}', "policy.default.idleMinutes: Input should be"),
+        ('{"byChannel": {"web": {"surprise": 1}}}', "policy.byChannel.web.surprise: Extra"),
+        ('{"default"', "policy: Expecting ':' delimiter"),
+    ],
+)
+def test_a_bad_policy_names_its_field_in_one_line(
+    sqlite_url: str, policy: str, expected: str
+) -> None:
+    """Validation problems are named as everywhere else: the field path, then the message."""
+    line = one_line_error(runner.invoke(app, ["serve", "--db", sqlite_url, "--policy", policy]))
+    assert line.startswith(f"error: bad server settings: {expected}"), line
+
+
 # -- the installed program ------------------------------------------------------------------
 
 

@@ -37,6 +37,7 @@ from tests.e2e.http_server import (
 __all__ = ["http_server"]  # the fixture, imported for pytest
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
+JSON = {"content-type": "application/json"}
 _ids = itertools.count()
 
 
@@ -428,10 +429,6 @@ def test_tokens_and_scopes(http_server: RunningServer) -> None:
 # -- bad input: 400, 413, 422, 404, 409 -------------------------------------------------------
 
 
-FAST = {"content-type": "application/json"}
-ROUTED = {"content-type": "application/json; charset=utf-8"}  # not the lean path's case
-
-
 def requests_counted(client: httpx.Client, status: int) -> float:
     """sessionledger_http_requests_total for POST /v1/events answered `status`."""
     series = f'{{method="POST",route="/v1/events",status="{status}"}}'
@@ -441,27 +438,11 @@ def requests_counted(client: httpx.Client, status: int) -> float:
     return 0.0
 
 
-def same_answer(one: httpx.Response, other: httpx.Response, *, body: bool = True) -> None:
-    """Status, headers (all but the date and the timing's value) and body alike; with
-    `body=False` (the answers' bodies differ) all but the body and its length."""
-    assert one.status_code == other.status_code, (one.text[:500], other.text[:500])
-    varying = {"date", "server-timing"} if body else {"date", "server-timing", "content-length"}
-    assert sorted(one.headers) == sorted(other.headers)
-    assert [(k, v) for k, v in one.headers.items() if k not in varying] == [
-        (k, v) for k, v in other.headers.items() if k not in varying
-    ]
-    assert ("server-timing" in one.headers) == ("server-timing" in other.headers)
-    if body:
-        assert one.content == other.content
-
-
-def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
+def test_events_are_answered_per_event_and_refused_as_documented(
     http_server: RunningServer, reader: httpx.Client
 ) -> None:
-    """POST /v1/events with `Content-Type: application/json` is answered ahead of FastAPI
-    (infrastructure.http.EventsPath); any other JSON content type goes through the
-    FastAPI route. Both answer alike: the same results, errors, headers and metrics."""
-    fast, routed = FAST, ROUTED
+    """POST /v1/events: one result per event, a retry answered from the receipts; the
+    documented refusals (400, 401, 413, 422) for whatever cannot be recorded."""
     key = new_key()
     sid = open_key(reader, key)
     batch = [
@@ -471,12 +452,11 @@ def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
         end(key, sid, "never-started"),
     ]
     body = json.dumps({"events": batch}).encode()
-    first = reader.post("/v1/events", content=body, headers=fast)
-    again = reader.post("/v1/events", content=body, headers=routed)  # a retry, via the route
-    same_answer(first, again, body=False)
+    first = reader.post("/v1/events", content=body, headers=JSON)
     assert first.status_code == 200
     assert first.headers["content-type"] == "application/json"
     assert first.headers["server-timing"].startswith("app;dur=")
+    again = reader.post("/v1/events", content=body, headers=JSON)
     recorded, retried = first.json()["results"], again.json()["results"]
     assert outcomes(recorded) == ["applied", "applied", "rejected", "rejected"]
     for one, other in zip(recorded, retried, strict=True):
@@ -487,102 +467,84 @@ def test_events_answer_the_same_on_the_fast_path_and_through_the_route(
             reason = f"duplicate eventId: already recorded at position {position}"
             assert other == {**one, "reason": reason}
 
-    # a batch the domain refuses whole is decided alike both ways: the same bytes
-    refused = json.dumps({"events": [entry(key, sid, "m8", parent="nope")]}).encode()
-    one = reader.post("/v1/events", content=refused, headers=fast)
-    same_answer(one, reader.post("/v1/events", content=refused, headers=routed))
-    assert outcomes(one.json()["results"]) == ["rejected"]
+    # any JSON content type is read as JSON
+    more = json.dumps({"events": [entry(key, sid, "m3", parent="m2")]}).encode()
+    charset = {"content-type": "application/json; charset=utf-8"}
+    assert outcomes(ok(reader.post("/v1/events", content=more, headers=charset))["results"]) == [
+        "applied"
+    ]
 
-    # and the other way round: recorded through the route, retried on the fast path
-    batch = [entry(key, sid, "m3", parent="m2")]
-    body = json.dumps({"events": batch}).encode()
-    (recorded,) = ok(reader.post("/v1/events", content=body, headers=routed))["results"]
-    (retried,) = ok(reader.post("/v1/events", content=body, headers=fast))["results"]
-    assert retried["position"] == recorded["position"] and recorded["outcome"] == "applied"
-
-    # 1000 events (the most a request may hold): recorded on the fast path, retried via
-    # the route; and 1001, refused alike
+    # 1000 events (the most a request may hold) are recorded; 1001 are refused
     thousand = [entry(key, sid, f"k{i}") for i in range(1000)]
     body = json.dumps({"events": thousand}).encode()
-    first = reader.post("/v1/events", content=body, headers=fast)
-    again = reader.post("/v1/events", content=body, headers=routed)
-    same_answer(first, again, body=False)
-    assert set(outcomes(first.json()["results"])) == {"applied"}
-    for one, other in zip(first.json()["results"], again.json()["results"], strict=True):
-        reason = f"duplicate eventId: already recorded at position {one['position']}"
-        assert other == {**one, "reason": reason}
+    assert set(outcomes(ok(reader.post("/v1/events", content=body, headers=JSON))["results"])) == {
+        "applied"
+    }
     too_many = json.dumps({"events": [*thousand, entry(key, sid, "k1000")]}).encode()
-    one = reader.post("/v1/events", content=too_many, headers=fast)
-    same_answer(one, reader.post("/v1/events", content=too_many, headers=routed))
-    assert one.status_code == 413
+    refused = error(reader.post("/v1/events", content=too_many, headers=JSON), 413, "too-large")
+    assert refused["details"][0]["field"] == "events"
 
-    # refusals are the route's, whichever way they came in: malformed JSON, bad input
-    for raw in (
-        b"{",
-        b"",
-        b"\xff\xfe",
-        b"[]",
-        b'{"events": []}',
-        b'{"events": "nope"}',
-        json.dumps({"events": [{**batch[0], "type": "x"}]}).encode(),
-        json.dumps({"events": [{**batch[0], "surprise": 1}]}).encode(),
+    # malformed JSON is 400; JSON that is not a batch of events is 422, naming the field
+    for raw, status, field in (
+        (b"{", 400, None),
+        (b"\xff\xfe", 400, None),
+        (b"", 422, "body"),
+        (b"[]", 422, "body"),
+        (b'{"events": []}', 422, "events"),
+        (b'{"events": "nope"}', 422, "events"),
+        (json.dumps({"events": [{**batch[0], "type": "x"}]}).encode(), 422, "events[0].type"),
+        (json.dumps({"events": [{**batch[0], "surprise": 1}]}).encode(), 422, "events[0].surprise"),
     ):
-        one = reader.post("/v1/events", content=raw, headers=fast)
-        same_answer(one, reader.post("/v1/events", content=raw, headers=routed))
-        assert one.status_code in (400, 422), raw
-    unknown_key = json.dumps({"events": [entry(new_key(), "s", "m1")]}).encode()
-    one = reader.post("/v1/events", content=unknown_key, headers=fast)
-    assert ok(one)["results"][0]["outcome"] == "rejected"
+        answer = reader.post("/v1/events", content=raw, headers=JSON)
+        if field is None:
+            error(answer, status, "malformed-json")
+        else:
+            assert error(answer, status, "invalid-input")["details"][0]["field"] == field, raw
 
-    # another content type, or none: the route's refusal (it reads only JSON bodies)
+    # another content type, or none: refused (the route reads only JSON bodies)
+    one = json.dumps({"events": [entry(key, sid, "m8", parent="nope")]}).encode()
     for headers in ({"content-type": "text/plain"}, {}):
-        one = reader.post("/v1/events", content=refused, headers=headers)
-        assert error(one, 422, "invalid-input")["details"][0]["field"] == "body"
+        answer = reader.post("/v1/events", content=one, headers=headers)
+        assert error(answer, 422, "invalid-input")["details"][0]["field"] == "body"
 
     # auth: no token, an unknown one, another scheme; an admin token may record too
     anonymous = http_server.client(None)
-    for client, headers in (
-        (anonymous, {}),
-        (anonymous, {"authorization": "Bearer not-a-token"}),
-        (anonymous, {"authorization": "Basic dTpw"}),
-        (anonymous, {"authorization": "Bearer"}),
+    for headers in (
+        {},
+        {"authorization": "Bearer not-a-token"},
+        {"authorization": "Basic dTpw"},
+        {"authorization": "Bearer"},
     ):
-        one = client.post("/v1/events", content=body, headers={**fast, **headers})
-        same_answer(one, client.post("/v1/events", content=body, headers={**routed, **headers}))
-        assert error(one, 401, "unauthorized") and one.headers["www-authenticate"] == "Bearer"
+        answer = anonymous.post("/v1/events", content=one, headers={**JSON, **headers})
+        assert error(answer, 401, "unauthorized") and answer.headers["www-authenticate"] == "Bearer"
     admin = http_server.client("admin")
-    same_answer(
-        admin.post("/v1/events", content=refused, headers=fast),
-        admin.post("/v1/events", content=refused, headers=routed),
-    )
+    assert outcomes(ok(admin.post("/v1/events", content=one, headers=JSON))["results"]) == [
+        "rejected"
+    ]
 
-    # a body over 16 MiB, declared or not (chunked): BodyLimit's 413 either way
+    # a body over 16 MiB, declared or not (chunked): 413 either way
     oversized = b'{"events": [' + b" " * (16 * 1024 * 1024) + b"]}"
 
     def chunks() -> Iterator[bytes]:
         for start_at in range(0, len(oversized), 1024 * 1024):
             yield oversized[start_at : start_at + 1024 * 1024]
 
-    one = reader.post("/v1/events", content=oversized, headers=fast)
-    same_answer(one, reader.post("/v1/events", content=oversized, headers=routed))
-    assert error(one, 413, "too-large")
-    one = reader.post("/v1/events", content=chunks(), headers=fast)
-    same_answer(one, reader.post("/v1/events", content=chunks(), headers=routed))
-    assert error(one, 413, "too-large")
-    # a chunked body within the limit is gathered and recorded on the fast path
+    error(reader.post("/v1/events", content=oversized, headers=JSON), 413, "too-large")
+    error(reader.post("/v1/events", content=chunks(), headers=JSON), 413, "too-large")
+    # a chunked body within the limit is gathered and recorded
     small = json.dumps({"events": [entry(key, sid, "m4", parent="m3")]}).encode()
     pieces = iter([small[:10], small[10:]])
-    assert outcomes(ok(reader.post("/v1/events", content=pieces, headers=fast))["results"]) == [
+    assert outcomes(ok(reader.post("/v1/events", content=pieces, headers=JSON))["results"]) == [
         "applied"
     ]
 
 
-def test_the_fast_path_counts_requests_as_the_route_does(
+def test_events_requests_are_counted_once_by_status(
     http_server: RunningServer, reader: httpx.Client
 ) -> None:
-    """/metrics counts a request of the fast path under the route's label and its status,
-    once, as it counts the route's (200, and the route's 400, 401, 413 and 422); BodyLimit
-    refuses an oversized body before anything counts it, on either path."""
+    """/metrics counts each POST /v1/events under the route's label and its status, once
+    (200, 400, 401, 413 and 422); the body limit refuses an oversized body before
+    anything counts it."""
     key = new_key()
     sid = open_key(reader, key)
     anonymous = http_server.client(None)
@@ -596,20 +558,10 @@ def test_the_fast_path_counts_requests_as_the_route_does(
         (anonymous, json.dumps({"events": [entry(key, sid, "y")]}).encode(), 401),
     ]
     for client, body, status in cases:
-        counts = []
-        for headers in (FAST, ROUTED):
-            before = requests_counted(reader, status)
-            body_to_send = body
-            if status == 200:  # a fresh event each time, so both are recorded
-                body_to_send = json.dumps(
-                    {"events": [entry(key, sid, f"c{uuid.uuid4().hex}")]}
-                ).encode()
-            assert client.post("/v1/events", content=body_to_send, headers=headers).status_code == (
-                status
-            )
-            counts.append(requests_counted(reader, status) - before)
-        assert counts[0] == counts[1], (status, counts)
-        assert counts[0] == (0 if body is oversized else 1), (status, counts)
+        before = requests_counted(reader, status)
+        assert client.post("/v1/events", content=body, headers=JSON).status_code == status
+        counted = requests_counted(reader, status) - before
+        assert counted == (0 if body is oversized else 1), (status, counted)
 
 
 def test_malformed_json_is_400_and_records_nothing(admin: httpx.Client) -> None:

@@ -18,7 +18,7 @@ WAIT = 30.0  # seconds: a bound on a condition, never a pause
 
 def test_commits_are_checkpointed_by_the_thread(tmp_path: Path) -> None:
     with Ledger.open(tmp_path / "ledger.db") as ledger:
-        checkpointer = ledger.database.checkpointer
+        checkpointer = ledger.store.database.checkpointer
         assert checkpointer is not None
         ledger.resolve("agent:main:main", at=datetime.now(UTC))
         assert checkpointer.running
@@ -27,7 +27,7 @@ def test_commits_are_checkpointed_by_the_thread(tmp_path: Path) -> None:
         assert checkpointer.wait_for(frames_in_file=1, timeout=WAIT)
         last = checkpointer.last
         assert last is not None and last.checkpointed_frames == last.log_frames
-        with ledger.database.engine.connect() as connection:
+        with ledger.store.database.engine.connect() as connection:
             driver = connection.connection.driver_connection
             assert driver is not None
             assert driver.execute("PRAGMA wal_autocheckpoint").fetchone() == (BACKSTOP_PAGES,)
@@ -41,8 +41,7 @@ def test_the_thread_starts_with_the_first_commit(tmp_path: Path) -> None:
     with database.reading() as connection:
         connection.exec_driver_sql("SELECT 1")
     assert not checkpointer.running
-    with database.writing() as connection:
-        connection.exec_driver_sql("CREATE TABLE t (x)")
+    database.write(lambda connection: connection.exec_driver_sql("CREATE TABLE t (x)"))
     assert checkpointer.running
     database.close()
     assert not checkpointer.running

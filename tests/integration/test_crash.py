@@ -282,7 +282,7 @@ def test_a_command_catches_up_a_lagging_projection_first(database_url: str) -> N
         )
         assert result.outcome == "applied"
         assert result.position == ledger.position() > head
-        with ledger.database.reading() as connection:
+        with ledger.store.database.reading() as connection:
             receipts = connection.execute(select(func.count()).select_from(TABLES.receipts))
             assert receipts.scalar() == len(whole_log(ledger))  # each folded exactly once
         assert_replay_equals_live(ledger)

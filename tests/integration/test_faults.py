@@ -20,13 +20,14 @@ from typing import Any
 
 import psycopg
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import event
 
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.domain.values import MAX_ENTRY_BYTES
 from sessionledger.infrastructure.ledger import Ledger
 from sessionledger.projections.tables import EVENTS_TABLE
-from tests.conftest import PostgresServer, _free_port, _pg_bindir
+from tests.conftest import PostgresServer, free_port, pg_bindir
 from tests.helpers import assert_replay_equals_live
 
 KEY = "agent:main:telegram:direct:4242"
@@ -156,15 +157,17 @@ def test_writers_poll_for_the_lock_and_readers_keep_the_busy_timeout(sqlite_url:
     Python: database._begin_immediate); the same pooled connection reading afterwards
     waits in SQLite's busy handler for the store's whole busy timeout again."""
     with Ledger.open(sqlite_url, busy_timeout=BUSY) as ledger:
-        database = ledger.database
+        database = ledger.store.database
 
         def busy_ms(connection: Any) -> Any:
             return connection.exec_driver_sql("PRAGMA busy_timeout").scalar()
 
+        def write(connection: Any) -> Any:
+            assert busy_ms(connection) == 0
+            return connection.connection.dbapi_connection
+
         for _ in range(2):
-            with database.writing() as connection:
-                writer = connection.connection.dbapi_connection
-                assert busy_ms(connection) == 0
+            writer = database.write(write)
             with database.reading() as connection:
                 assert connection.connection.dbapi_connection is writer  # pooled: the same
                 assert busy_ms(connection) == int(BUSY * 1000)
@@ -179,7 +182,7 @@ def test_a_full_sqlite_store_is_unavailable_and_leaves_no_trace(sqlite_url: str)
         sid = ledger.resolve(KEY, at=T0).session.session_id
         ledger.record(appends(sid, "before", 3))
         before = snapshot(ledger)
-        with ledger.database.reading() as connection:
+        with ledger.store.database.reading() as connection:
             pages = connection.exec_driver_sql("PRAGMA page_count").scalar()
 
         limit = {"pages": int(pages or 0) + 8}  # room for a little, not for the batch
@@ -187,7 +190,7 @@ def test_a_full_sqlite_store_is_unavailable_and_leaves_no_trace(sqlite_url: str)
         def cap(dbapi_connection: Any, _record: Any) -> None:
             dbapi_connection.execute(f"PRAGMA max_page_count = {limit['pages']}")
 
-        engine = ledger.database.engine
+        engine = ledger.store.database.engine
         event.listen(engine, "connect", cap)
         engine.dispose()  # new connections get the cap
         big = appends(sid, "full", 8, size=MAX_ENTRY_BYTES // 2)
@@ -265,11 +268,14 @@ def test_no_free_connection_within_the_busy_timeout_is_unavailable(database_url:
     with Ledger.open(database_url, busy_timeout=BUSY) as ledger:
         sid = ledger.resolve(KEY, at=T0).session.session_id
         before = snapshot(ledger)
-        engine = ledger.database.engine
+        engine = ledger.store.database.engine
         held = []
         try:
-            while engine.pool.checkedout() < engine.pool.size() + engine.pool._max_overflow:  # type: ignore[attr-defined]
-                held.append(engine.connect())
+            while True:  # every connection the pool may open, held
+                try:
+                    held.append(engine.connect())
+                except sqlalchemy.exc.TimeoutError:
+                    break  # the pool waited its timeout (BUSY) for one in vain
             assert_unavailable(lambda: ledger.record(appends(sid, "starved", 1)), within=BUSY + 5)
         finally:
             for connection in held:
@@ -280,7 +286,7 @@ def test_no_free_connection_within_the_busy_timeout_is_unavailable(database_url:
 
 @pytest.mark.postgres
 def test_an_unreachable_postgres_server_is_unavailable() -> None:
-    url = f"postgresql+psycopg://postgres@127.0.0.1:{_free_port()}/sessionledger"
+    url = f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}/sessionledger"
     error = assert_unavailable(lambda: Ledger.open(url), within=10)
     assert "unavailable" in str(error)
 
@@ -288,7 +294,7 @@ def test_an_unreachable_postgres_server_is_unavailable() -> None:
 @pytest.fixture
 def private_postgres() -> Iterator[tuple[PostgresServer, Any]]:
     """A server of our own to stop and start (the shared one stays up for other tests)."""
-    bindir = _pg_bindir()
+    bindir = pg_bindir()
     base = Path(tempfile.mkdtemp(prefix="sessionledger-pg-private-"))
     prefix: list[str] = []
     user = os.environ.get("USER") or "postgres"
@@ -301,7 +307,7 @@ def private_postgres() -> Iterator[tuple[PostgresServer, Any]]:
 
         user = pwd.getpwuid(os.geteuid()).pw_name
     data = base / "data"
-    port = _free_port()
+    port = free_port()
     subprocess.run(
         [*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "--no-sync"],
         check=True,

@@ -17,6 +17,7 @@ import sqlalchemy.exc
 
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.infrastructure import ledger as ledger_module
+from sessionledger.infrastructure.database import Database
 from sessionledger.infrastructure.group_commit import CommitQueue
 from sessionledger.infrastructure.ledger import Ledger, RecordResult
 from tests.helpers import assert_replay_equals_live
@@ -46,7 +47,7 @@ class Watched(deque[Any]):
 
 def watch(queue: CommitQueue[Any, Any]) -> Watched:
     watched = Watched()
-    queue._queue = watched
+    queue.queue = watched
     return watched
 
 
@@ -225,14 +226,14 @@ def count_writes(ledger: Ledger) -> tuple[list[int], threading.Event]:
     """Counts the ledger's write transactions; the event is set when the first begins."""
     writes: list[int] = []
     entered = threading.Event()
-    real = ledger.database.write
+    real = ledger.store.database.write
 
     def write(work: Any, **options: Any) -> Any:
         writes.append(len(writes))
         entered.set()
         return real(work, **options)
 
-    ledger.database.write = write  # type: ignore[method-assign]
+    ledger.store.database.write = write  # type: ignore[method-assign]
     return writes, entered
 
 
@@ -244,7 +245,9 @@ def test_records_queued_behind_the_writer_commit_once_and_each_gets_its_own_answ
     retried = entry(sid, "m1", parent="m0")
     writes, entered = count_writes(ledger)
     watched = watch(ledger.commits)
-    with ledger.database.writing():  # the writer is busy: callers queue
+    callers: list[Caller] = []
+
+    def busy_writer(_: Any) -> Caller:  # the writer is busy: callers queue
         lead = Caller(ledger.record, [first])
         lead.start()
         assert entered.wait(WAIT)
@@ -255,10 +258,14 @@ def test_records_queued_behind_the_writer_commit_once_and_each_gets_its_own_answ
             [first],  # a retry of what the lead recorded
             [entry(sid, "m4", parent="nope")],  # refused by the domain
         ]
-        callers = [Caller(ledger.record, batch) for batch in batches]
+        callers.extend(Caller(ledger.record, batch) for batch in batches)
         for caller in callers:
             caller.start()
         watched.wait_for_arrivals(len(callers))  # the lead runs without queueing
+        return lead
+
+    # Not through count_writes' wrapper: this transaction only holds the writer.
+    lead = Database.write(ledger.store.database, busy_writer)
     (lead_result,) = lead.answer()
     answers = [caller.answer() for caller in callers]
     assert all(caller.error is None for caller in callers)

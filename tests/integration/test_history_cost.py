@@ -38,7 +38,7 @@ class EventsRead:
 
     def __init__(self, ledger: Ledger) -> None:
         self.count = 0
-        recorder = ledger.app.recorder
+        recorder = ledger.store.app.recorder
         original = recorder.select_events
 
         def counting(*args: Any, **kwargs: Any) -> Any:
@@ -72,9 +72,9 @@ def test_snapshot_state_equals_the_replayed_aggregate(database_url: str) -> None
         ledger.record([append(sid, n) for n in range(SNAPSHOT_INTERVAL + 5)])
         ledger.reset(KEY)
         aggregate_id = conversation_id(KEY)
-        assert ledger.app.snapshots is not None
-        (snapshot,) = ledger.app.snapshots.get(aggregate_id, desc=True, limit=1)
-        events = ledger.app.events.get(aggregate_id, lte=snapshot.originator_version)
+        assert ledger.store.app.snapshots is not None
+        (snapshot,) = ledger.store.app.snapshots.get(aggregate_id, desc=True, limit=1)
+        events = ledger.store.app.events.get(aggregate_id, lte=snapshot.originator_version)
         replayed = project_conversation(None, events)
         assert replayed is not None
         assert snapshot.state == replayed.to_state()  # type: ignore[attr-defined]
@@ -90,8 +90,10 @@ def test_a_long_key_is_snapshotted_less_often_and_still_loads_boundedly(
         sid = ledger.resolve(KEY, at=T0).session.session_id
         for start in range(0, history, 100):
             ledger.record([append(sid, n) for n in range(start, start + 100)])
-        assert ledger.app.snapshots is not None
-        versions = [s.originator_version for s in ledger.app.snapshots.get(conversation_id(KEY))]
+        assert ledger.store.app.snapshots is not None
+        versions = [
+            s.originator_version for s in ledger.store.app.snapshots.get(conversation_id(KEY))
+        ]
     # Every 100 events up to 2,048, then every 128 up to 4,096, then every 256 (one
     # snapshot a commit, at its end): 28, where a fixed interval took 50, each holding
     # the transcript so far.

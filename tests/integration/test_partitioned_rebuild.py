@@ -1,5 +1,5 @@
 """A SQLite rebuild folded by worker processes, each a share of the keys
-(infrastructure/partition.py): replay = live afterwards over generated interleavings of
+(infrastructure/maintenance/partition.py): replay = live afterwards over generated interleavings of
 every kind of event, each event reported to the progress callback once, and a worker
 that fails or dies fails the rebuild with the live rows untouched, the shadow empty and
 no temporary files left. A key whose rows collide with another's (a log the write path
@@ -21,8 +21,9 @@ from sqlalchemy import make_url
 
 from sessionledger.domain.conversation import conversation_id
 from sessionledger.domain.errors import LedgerError, StoreUnavailable
-from sessionledger.infrastructure import maintenance, partition
 from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.maintenance import partition
+from sessionledger.infrastructure.maintenance import rebuild as online_rebuild
 from sessionledger.projections.tables import SHADOW, TABLES
 from tests.helpers import assert_replay_equals_live, reported
 
@@ -90,8 +91,8 @@ def interleave(ledger: Ledger, seed: int, keys: int = 16, steps: int = 400) -> N
         else:
             with contextlib.suppress(LedgerError):  # no binding to drop
                 ledger.drop_binding(key, "claude", at=at)
-    maintenance.recover(ledger, timedelta(minutes=30), at=at + timedelta(hours=1))
-    maintenance.prune(ledger, timedelta(minutes=20), at=at + timedelta(hours=1))
+    ledger.recover(timedelta(minutes=30), at=at + timedelta(hours=1))
+    ledger.prune(timedelta(minutes=20), at=at + timedelta(hours=1))
 
 
 def workers() -> list[int]:
@@ -105,7 +106,7 @@ def workers() -> list[int]:
             command = (entry / "cmdline").read_bytes()
         except (OSError, IndexError, ValueError):
             continue  # gone meanwhile
-        if ppid == os.getpid() and b"sessionledger.infrastructure.partition" in command:
+        if ppid == os.getpid() and b"sessionledger.infrastructure.maintenance.partition" in command:
             found.append(int(entry.name))
     return found
 
@@ -128,7 +129,7 @@ def leftovers(url: str) -> list[str]:
 def rebuild(ledger: Ledger, workers: int = 2, **kwargs: Any) -> tuple[int, list[int]]:
     reported: list[int] = []
     kwargs.setdefault("on_progress", reported.append)
-    position = maintenance.rebuild(ledger, workers=workers, partition_from=0, **kwargs)
+    position = online_rebuild.rebuild(ledger.store, workers=workers, partition_from=0, **kwargs)
     return position, reported
 
 
@@ -163,14 +164,14 @@ def test_a_partitioned_rebuild_equals_live(
         assert_replay_equals_live(ledger)
 
 
-@pytest.mark.parametrize("under_lock", [0, maintenance.CATCH_UP_UNDER_LOCK])
+@pytest.mark.parametrize("under_lock", [0, online_rebuild.CATCH_UP_UNDER_LOCK])
 def test_events_recorded_during_the_fold_are_in_the_swapped_rows(
     sqlite_url: str, under_lock: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Writers keep going while the workers fold: their events (on keys of both shares,
     folded already and new) are folded into the workers' files by share before the swap
     (nothing left under the lock), or, when few, under the lock into the live tables."""
-    monkeypatch.setattr(maintenance, "CATCH_UP_UNDER_LOCK", under_lock)
+    monkeypatch.setattr(online_rebuild, "CATCH_UP_UNDER_LOCK", under_lock)
     monkeypatch.setattr(partition, "PAGE", 10)
     caught_up: list[int] = []
     catch_up = partition.Parts.catch_up
@@ -277,7 +278,7 @@ def test_small_logs_and_one_worker_fold_in_this_process(sqlite_url: str) -> None
 
         for options in ({"workers": 1, "partition_from": 0}, {"workers": 2}):
             reported.clear()
-            assert maintenance.rebuild(ledger, progress, **options) == head
+            assert online_rebuild.rebuild(ledger.store, progress, **options) == head
             assert seen == []
             assert sum(reported) == head
             assert_replay_equals_live(ledger)
@@ -407,7 +408,7 @@ def test_a_collision_in_either_merge_thread_folds_serially(
     merged: list[bool] = []
 
     def collide_then_merge(parts: partition.Parts) -> bool:
-        kept_main, kept_side = partition._kept(len(parts.files))
+        kept_main, kept_side = partition.kept_shares(len(parts.files))
         kept = kept_main if group == "main" else kept_side
         target = getattr(parts.files[kept], group)
         duplicate = getattr(parts.files[1 - kept], group)

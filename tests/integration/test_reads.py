@@ -125,7 +125,7 @@ def typed(value: Any) -> str:
 
 
 def sqlalchemy_rows(ledger: Ledger, table: Table, row_type: Any) -> list[Any]:
-    with ledger.database.reading() as connection:
+    with ledger.store.database.reading() as connection:
         query = select(table).order_by(*table.primary_key.columns)
         return [row_type(**r._mapping) for r in connection.execute(query)]
 
@@ -147,7 +147,7 @@ def test_raw_rows_equal_sqlalchemy_rows_value_for_value(
     expected = sqlalchemy_rows(busy, table, row_type)
     columns = in_field_order(table, row_type)
     raw = RawSelect(select(*columns).order_by(*table.primary_key.columns))
-    with busy.database.reading() as connection:
+    with busy.store.database.reading() as connection:
         got = raw.rows(connection, row_type)
     assert got == expected
     assert len(got) > 2
@@ -240,9 +240,9 @@ def test_every_filter_combination_of_the_session_list(busy: Ledger) -> None:
 
 
 def test_the_log_decodes_as_the_validating_mapper_does(busy: Ledger) -> None:
-    mapper = busy.event_log.mapper
-    with busy.database.reading() as connection:
-        stored = connection.execute(select(busy.app.events_table).order_by(text("id"))).all()
+    mapper = busy.store.event_log.mapper
+    with busy.store.database.reading() as connection:
+        stored = connection.execute(select(busy.store.app.events_table).order_by(text("id"))).all()
     log = busy.log(limit=10_000)
     assert [p for p, _ in log] == [r.id for r in stored]
     for (_, event), row in zip(log, stored, strict=True):
@@ -254,15 +254,15 @@ def test_the_log_decodes_as_the_validating_mapper_does(busy: Ledger) -> None:
         assert event.model_fields_set == slow.model_fields_set
         assert event.fingerprint() == slow.fingerprint()
     for originator in {r.originator_id for r in stored}:
-        with busy.database.reading() as connection:
-            mine = busy.event_log.read_aggregate(connection, originator)
+        with busy.store.database.reading() as connection:
+            mine = busy.store.event_log.read_aggregate(connection, originator)
         assert [e for _, e in mine] == [e for _, e in log if e.originator_id == originator]
     assert busy.audit(KEYS[0]).summary.events == sum(1 for _, e in log if e.session_key == KEYS[0])
     assert_replay_equals_live(busy)
 
 
 def test_a_payload_the_fast_path_refuses_takes_the_dict_path(ledger: Ledger) -> None:
-    mapper = ledger.event_log.mapper
+    mapper = ledger.store.event_log.mapper
     sid = ledger.resolve(KEYS[0], at=T0).session.session_id
     opened = ledger.log()[0][1]
     stored = mapper.to_stored_event(opened)
@@ -280,7 +280,7 @@ def test_driver_errors_surface_as_sqlalchemy_raises_them(ledger: Ledger) -> None
     """translate_faults maps SQLAlchemy's exception classes to StoreUnavailable."""
     ledger.resolve(KEYS[0], at=T0)
     failing = select(TABLES.sessions).where(text("no_such_column = 1"))
-    engine = ledger.database.engine
+    engine = ledger.store.database.engine
     with engine.connect() as connection, pytest.raises(sqlalchemy.exc.DBAPIError) as expected:
         connection.execute(failing)
     with engine.connect() as connection, pytest.raises(sqlalchemy.exc.DBAPIError) as raw:
@@ -294,7 +294,7 @@ def test_driver_errors_surface_as_sqlalchemy_raises_them(ledger: Ledger) -> None
 def test_a_vanished_sqlite_table_is_store_unavailable(sqlite_url: str) -> None:
     with Ledger.open(sqlite_url) as ledger:
         ledger.resolve(KEYS[0], at=T0)
-        with ledger.database.engine.connect() as connection:
+        with ledger.store.database.engine.connect() as connection:
             connection.exec_driver_sql("DROP TABLE ledger_entries")
             connection.commit()
         with pytest.raises(StoreUnavailable):

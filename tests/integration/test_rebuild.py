@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import create_engine, text
 
-from sessionledger.infrastructure import maintenance
 from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.maintenance import shadow
 from tests.helpers import assert_replay_equals_live
 
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
@@ -45,7 +45,7 @@ def append(ledger: Ledger, k: str, sid: str, event_id: str) -> Any:
 def test_rebuild_while_another_thread_keeps_writing(
     database_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(maintenance, "PAGE", 25)  # many short shadow transactions
+    monkeypatch.setattr(shadow, "PAGE", 25)  # many short shadow transactions
     with Ledger.open(database_url) as setup:
         sids = {key(i): setup.resolve(key(i), at=T0).session.session_id for i in range(KEYS)}
         for i in range(KEYS):
@@ -88,10 +88,10 @@ def test_rebuild_while_another_thread_keeps_writing(
                 ):
                     problems.append(f"transcript of {key(0)}: {len(entries)} entries")
 
-    side_write = maintenance.Shadow.side_write
+    side_write = shadow.Shadow.side_write
     pages: list[int] = []
 
-    def page_then_let_writers_in(self: maintenance.Shadow, work: Any) -> Any:
+    def page_then_let_writers_in(self: shadow.Shadow, work: Any) -> Any:
         """Between two shadow pages the writer lock is free: writers get acknowledged."""
         result = side_write(self, work)
         pages.append(1)
@@ -102,7 +102,7 @@ def test_rebuild_while_another_thread_keeps_writing(
                 time.sleep(0.005)
         return result
 
-    monkeypatch.setattr(maintenance.Shadow, "side_write", page_then_let_writers_in)
+    monkeypatch.setattr(shadow.Shadow, "side_write", page_then_let_writers_in)
     threads = [threading.Thread(target=write), threading.Thread(target=read)]
     for thread in threads:
         thread.start()

@@ -8,7 +8,7 @@ from uuid import uuid4
 
 import pytest
 from eventsourcing.persistence import StoredEvent
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from sessionledger.infrastructure.application import LedgerEventRecorder
 from sessionledger.infrastructure.ledger import Ledger
@@ -19,7 +19,7 @@ class _Abort(Exception):
 
 
 def test_insert_events_records_stored_events_in_order(ledger: Ledger) -> None:
-    recorder = ledger.app.recorder
+    recorder = ledger.store.app.recorder
     assert isinstance(recorder, LedgerEventRecorder)
     table = recorder.events_record_cls.__table__
     originator = uuid4()
@@ -29,8 +29,9 @@ def test_insert_events_records_stored_events_in_order(ledger: Ledger) -> None:
         )
         for v in (1, 2, 3)
     ]
-    with pytest.raises(_Abort), ledger.database.writing() as connection:
-        head = ledger.projector.log_head(connection)
+
+    def work(connection: Connection) -> None:
+        head = ledger.store.projector.log_head(connection)
         positions = recorder.insert_events(stored)
         assert list(positions) == [head + 1, head + 2, head + 3]
         rows = connection.execute(
@@ -42,4 +43,7 @@ def test_insert_events_records_stored_events_in_order(ledger: Ledger) -> None:
             (head + v, v, "t", b'{"v":%d}' % v) for v in (1, 2, 3)
         ]
         raise _Abort
+
+    with pytest.raises(_Abort):
+        ledger.store.database.write(work)
     assert ledger.positions()[1] == 0  # rolled back: the log is as it was

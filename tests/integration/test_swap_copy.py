@@ -1,6 +1,6 @@
 """The rebuild's swap copies the shadow's rows into the live tables with SQLite's
 `INSERT … SELECT *` only where both tables have the same columns in the same order
-(infrastructure/maintenance.py `_copy_rows`); otherwise column by column, so no value
+(infrastructure/maintenance/rebuild.py `copy_rows`); otherwise column by column, so no value
 lands in another column."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import Column, Integer, MetaData, Table, Text, create_engine, insert, select
 
-from sessionledger.infrastructure.maintenance import _copy_rows
+from sessionledger.infrastructure.maintenance.rebuild import copy_rows
 
 
 def column(name: str) -> Column[Any]:
@@ -30,7 +30,7 @@ def copy(tmp_path: Path, order_of_target: tuple[str, ...]) -> tuple[str, list[tu
     metadata.create_all(engine)
     with engine.begin() as connection:
         connection.execute(insert(source), [{"id": 1, "a": "x", "b": "y"}])
-        statement = _copy_rows(connection, source, target, sqlite=True)
+        statement = copy_rows(connection, source, target, sqlite=True)
         connection.execute(statement)
         rows = connection.execute(select(target.c.id, target.c.a, target.c.b)).all()
     engine.dispose()

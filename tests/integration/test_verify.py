@@ -12,11 +12,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
-from sessionledger.infrastructure import maintenance
 from sessionledger.infrastructure.cli import app as cli
 from sessionledger.infrastructure.config import ServerSettings
 from sessionledger.infrastructure.http import create_app
 from sessionledger.infrastructure.ledger import Ledger
+from sessionledger.infrastructure.maintenance import shadow
 from tests.helpers import assert_replay_equals_live
 
 KEY = "agent:main:telegram:direct:4242"
@@ -148,17 +148,17 @@ def test_events_recorded_while_verify_folds_are_compared_too(
 ) -> None:
     """The store keeps serving: events land after the shadow fold, before the compare."""
     populate(ledger)
-    fold = maintenance.Shadow.fold
+    fold = shadow.Shadow.fold
     calls: list[int] = []
 
-    def fold_then_write(self: maintenance.Shadow, on_progress: Any = None) -> int:
+    def fold_then_write(self: shadow.Shadow, on_progress: Any = None) -> int:
         position = fold(self, on_progress)
         if not calls:
             calls.append(position)
             populate(ledger, "agent:ops:slack:channel:c01")
         return position
 
-    monkeypatch.setattr(maintenance.Shadow, "fold", fold_then_write)
+    monkeypatch.setattr(shadow.Shadow, "fold", fold_then_write)
     report = ledger.verify()
     assert report.ok, report.mismatches
     assert report.position > calls[0]

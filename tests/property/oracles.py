@@ -54,7 +54,8 @@ def expected_expiry(
     last_user_interaction_at: datetime | None,
     now: datetime,
 ) -> str | None:
-    """SPEC §4.11: daily from the generation's start, idle from the last user interaction."""
+    """Invariant 11, freshness: daily from the generation's start, idle from the last user
+    interaction."""
     opened, at = opened_at.astimezone(UTC), now.astimezone(UTC)
     if policy.mode in ("daily", "idle+daily") and any(
         opened < b <= at for b in daily_boundaries(policy, opened, at)

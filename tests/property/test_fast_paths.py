@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from sessionledger.domain.conversation import Conversation
 from sessionledger.domain.events import LedgerEvent, TranscriptAppendedFact, TranscriptEntry
-from sessionledger.domain.values import MAX_ENTRY_BYTES, _no_control_characters, canonical_json
+from sessionledger.domain.values import MAX_ENTRY_BYTES, canonical_json, no_control_characters
 
 # The identifiers' rule, as it was written before the shortcut.
 CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
@@ -37,9 +37,9 @@ T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 def test_the_identifier_check_refuses_exactly_the_control_characters(value: str) -> None:
     if CONTROL.search(value):
         with pytest.raises(ValueError, match="control characters"):
-            _no_control_characters(value)
+            no_control_characters(value)
     else:
-        assert _no_control_characters(value) is value
+        assert no_control_characters(value) is value
 
 
 def entry(content: Any) -> TranscriptEntry:

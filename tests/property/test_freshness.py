@@ -1,4 +1,5 @@
-"""SPEC §4.11 Freshness by the right clock, as pure properties (no I/O)."""
+"""Invariant 11, freshness by the right clock (docs/invariants.md), as pure properties
+(no I/O)."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def moments(draw: st.DrawFn) -> tuple[datetime, datetime | None, datetime]:
 def test_expiry_matches_the_reference_clock(
     policy: FreshnessPolicy, times: tuple[datetime, datetime | None, datetime]
 ) -> None:
-    # §4.11: daily from the generation's start, idle from the last user interaction.
+    # Invariant 11: daily from the generation's start, idle from the last user interaction.
     opened, last, now = times
     assert policy.expiry(opened_at=opened, last_interaction_at=last, now=now) == expected_expiry(
         policy, opened_at=opened, last_user_interaction_at=last, now=now
@@ -57,7 +58,7 @@ def test_expiry_depends_on_instants_not_on_their_time_zone(
     z2: tzinfo,
     z3: tzinfo,
 ) -> None:
-    # §4.11 "deterministic given now": the same instants, written in other zones (as an
+    # Invariant 11, "deterministic given now": the same instants, written in other zones (as an
     # aggregate reloaded from the log has them), must give the same answer.
     opened, last, now = times
     in_utc = policy.expiry(opened_at=opened, last_interaction_at=last, now=now)
@@ -86,7 +87,7 @@ def test_expiry_across_daylight_saving_changes(
     mode: str,
     idle_minutes: int,
 ) -> None:
-    # §4.11 on the days clocks change, with every time written in the policy's own zone
+    # Invariant 11 on the days clocks change, with every time written in the policy's own zone
     # (the way a gateway in that zone passes `now`): a daily boundary happens once, at its
     # first occurrence, and idle time is real elapsed time, not wall-clock difference.
     name, instant = transition
@@ -106,14 +107,23 @@ def test_expiry_across_daylight_saving_changes(
     assert got == expected_expiry(policy, opened_at=opened, last_user_interaction_at=None, now=now)
 
 
-@given(policies(), moments())
-def test_expiry_is_pure(
-    policy: FreshnessPolicy, times: tuple[datetime, datetime | None, datetime]
+@given(policies(), moments(), st.integers(-30 * 365, 30 * 365))
+def test_expiry_depends_on_the_instants_passed_not_on_when_it_is_asked(
+    policy: FreshnessPolicy, times: tuple[datetime, datetime | None, datetime], days: int
 ) -> None:
-    # §4.11: evaluation is deterministic given the now passed in (no wall clock inside).
+    # Invariant 11: evaluation is deterministic given the now passed in (no wall clock
+    # inside). With the boundaries at fixed UTC hours, moving every instant by whole days
+    # (decades before or after today) moves the boundaries along: the answer must not
+    # change, as it would if the policy read the real clock.
+    policy = policy.model_copy(update={"timezone": "UTC"})
     opened, last, now = times
-    answers = {policy.expiry(opened_at=opened, last_interaction_at=last, now=now) for _ in "ab"}
-    assert len(answers) == 1
+    shift = timedelta(days=days)
+    moved = policy.expiry(
+        opened_at=opened + shift,
+        last_interaction_at=last + shift if last else None,
+        now=now + shift,
+    )
+    assert moved == policy.expiry(opened_at=opened, last_interaction_at=last, now=now)
 
 
 @given(policies(), moments())
@@ -134,7 +144,7 @@ interactions = st.sampled_from(["user", "heartbeat", "cron", "system"])
 def test_only_user_interactions_refresh_or_rotate(
     policy: FreshnessPolicy, steps: list[tuple[str, int]]
 ) -> None:
-    # §4.11: heartbeat, cron and system never keep a session fresh and never rotate it;
+    # Invariant 11: heartbeat, cron and system never keep a session fresh and never rotate it;
     # user resolves rotate exactly when the reference clock says the generation expired.
     now = T0
     conversation = Conversation.open("agent:main:main", at=now, writer="ingress")
@@ -144,8 +154,6 @@ def test_only_user_interactions_refresh_or_rotate(
         now += timedelta(seconds=advance)
         before = conversation.current_session_id
         assert before is not None
-        generation = conversation.generations[before]
-        seen = generation.last_interaction_at
         expected = (
             expected_expiry(
                 policy, opened_at=opened_at, last_user_interaction_at=last_user, now=now
@@ -160,25 +168,29 @@ def test_only_user_interactions_refresh_or_rotate(
         )
         assert resolution.reason == expected
         assert resolution.rotated == (expected is not None)
+        events = conversation.collect_events()
         if interaction != "user":
+            # Nothing recorded: the generation's freshness is as it was.
             assert resolution.session_id == before
-            assert generation.last_interaction_at == seen
-            assert conversation.collect_events() == []
+            assert events == []
             continue
         if expected is not None:
             assert resolution.previous_session_id == before != resolution.session_id
             opened_at = now
         last_user = now
-        current = conversation.generations[resolution.session_id]
-        assert current.last_interaction_at == now
-        conversation.collect_events()
+        noted = events[-1]
+        assert (noted.type, noted.session_id, noted.occurred_at) == (
+            "interaction.recorded",
+            resolution.session_id,
+            now,
+        )
 
 
 @given(st.sampled_from(["heartbeat", "cron", "system"]), st.integers(1, 400 * 86400))
 def test_machine_traffic_alone_never_rotates_even_long_expired_sessions(
     interaction: str, advance: int
 ) -> None:
-    # §4.11, field failure "heartbeats keeping a session fresh forever", from the other side:
+    # Invariant 11, field failure "heartbeats keeping a session fresh forever", from the other side:
     # the heartbeat does not refresh, and the next user message rotates.
     policy = FreshnessPolicy(mode="idle", idle_minutes=1)
     conversation = Conversation.open("agent:main:main", at=T0, writer="ingress")

@@ -1,4 +1,5 @@
-"""A stateful property test of the Ledger against a small model (SPEC §4: 1-4, 6-12).
+"""A stateful property test of the Ledger against a small model (docs/invariants.md:
+invariants 1-4 and 6-12).
 
 The machine drives a real Ledger (a SQLite file; a smaller profile on PostgreSQL) with
 gateway traffic: resolves by user and machine writers under random freshness policies,
@@ -92,6 +93,7 @@ class MKey:
     key: str
     current: str | None
     lineage: list[str] = field(default_factory=list)  # every sid of the key, opening order
+    deleted: str | None = None  # the generation the key's last deletion tombstoned
 
 
 @dataclass
@@ -136,7 +138,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 len(self.sent),
             )
         try:
-            assert_replay_equals_live(self.ledger)  # §4.3
+            assert_replay_equals_live(self.ledger)  # Invariant 3
         finally:
             self.ledger.close()
 
@@ -174,14 +176,23 @@ class LedgerMachine(RuleBasedStateMachine):
         return size
 
     def expect_logged(self, added: int) -> None:
-        # §4.4 exactly once: each command logs exactly the events the model predicts.
+        # Invariant 4, exactly once: each command logs exactly the events the model predicts.
         self.log_size += added
         assert self.actual_log_size() == self.log_size
 
     def row(self, key: str) -> SessionView | None:
+        """The key's current row; None for a deleted key (which must be answered
+        SessionDeleted, naming the generation its deletion tombstoned) or one never opened."""
+        model = self.keys.get(key)
         try:
             return self.ledger.session(key)
-        except (SessionDeleted, UnknownSession):
+        except SessionDeleted as error:
+            # Invariant 8: a deleted key stays deleted, never "unknown", whatever arrived late.
+            assert model is not None and model.current is None, key
+            assert error.session_id == model.deleted, (key, error.session_id, model.deleted)
+            return None
+        except UnknownSession:
+            assert model is None, key
             return None
 
     def submit(self, facts: list[dict[str, Any]]) -> list[RecordResult]:
@@ -208,7 +219,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if known is not None and known.fact != fact:
                 known = None  # a reused eventId with other content: rejected above
             if known is not None:
-                # §4.4: a retried eventId answers as the first time did, same position.
+                # Invariant 4: a retried eventId answers as the first time did, same position.
                 assert (result.outcome, result.position) == (
                     known.result.outcome,
                     known.result.position,
@@ -217,7 +228,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 continue
             if outcome in ("applied", "archived"):
                 assert result.position is not None
-                # §4.6: the answer names the key's current sessionId (None once deleted).
+                # Invariant 6: the answer names the key's current sessionId (None once deleted).
                 assert result.current_session_id == current, (fact, result)
                 assert result.session_id == fact["sessionId"]
                 self.sent[fact["eventId"]] = Sent(fact, result)
@@ -226,7 +237,7 @@ class LedgerMachine(RuleBasedStateMachine):
             if outcome == "applied":
                 changing.add(fact["sessionKey"])
         self.expect_logged(logged)
-        # §4.1 generation fence / §4.8 no resurrection / §4.4 retries are no-ops: unless a
+        # Invariants 1 (fence), 8 (no resurrection), 4 (retries are no-ops): unless a
         # new event applied to its current generation, a key's current row is exactly as it
         # was (archived, duplicate and rejected events never touch it).
         for key, before in rows_before.items():
@@ -266,7 +277,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 return "rejected", key.current
             run.status = fact.get("outcome", "failed")
             run.error = fact.get("error")
-            # §4.1: identity decides, a skewed end is clamped to the start, never dropped.
+            # Invariant 1: identity decides, a skewed end is clamped to the start, never dropped.
             run.ended_at = max(occurred, run.started_at)
             run.late = run.late or not current
             u = fact.get("usage", {})
@@ -337,7 +348,7 @@ class LedgerMachine(RuleBasedStateMachine):
         model = self.keys.get(key)
         before = self.row(key)
         if model is not None and model.current is None and interaction != "user":
-            # §4.8: machine traffic never reopens a deleted key.
+            # Invariant 8: machine traffic never reopens a deleted key.
             with pytest.raises(SessionDeleted):
                 self.ledger.resolve(key, at=self.now, interaction=interaction, policy=policy)  # type: ignore[arg-type]
             self.expect_logged(0)
@@ -363,7 +374,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     last_user_interaction_at=gen.last_user_at,
                     now=self.now,
                 )
-            # §4.11: only the right clock rotates; heartbeat/cron/system never do.
+            # Invariant 11: only the right clock rotates; heartbeat/cron/system never do.
             assert (result.rotated, result.reason) == (expected is not None, expected)
             added = 0
             if expected is not None:
@@ -373,7 +384,7 @@ class LedgerMachine(RuleBasedStateMachine):
             else:
                 assert sid == gen.sid
                 if interaction != "user":
-                    # §4.11: machine traffic leaves the row, freshness included, untouched.
+                    # Invariant 11: machine traffic leaves the row, freshness included, untouched.
                     assert self.row(key) == before
         if interaction == "user":
             gen = self.gens[sid]
@@ -477,7 +488,7 @@ class LedgerMachine(RuleBasedStateMachine):
         where: str,
         offset: int,
     ) -> None:
-        """Co-tenant writers append to one generation in one batch (§4.6, §4.12)."""
+        """Co-tenant writers append to one generation in one batch (invariants 6 and 12)."""
         sids = (
             [self.keys[k].current for k in self.live_keys()]
             if where == "current"
@@ -523,7 +534,7 @@ class LedgerMachine(RuleBasedStateMachine):
         was_current = self.keys[gen.key].current == sid
         results = self.submit(facts)
         if was_current and parent in ("last", "none") and reuse == "fresh":
-            # §4.6: co-tenants on the current generation never collide.
+            # Invariant 6: co-tenants on the current generation never collide.
             assert [r.outcome for r in results] == ["applied"] * len(results)
 
     @rule(data=st.data(), kind=st.sampled_from(["set", "drop", "overrides", "record-set"]))
@@ -534,7 +545,6 @@ class LedgerMachine(RuleBasedStateMachine):
         model = self.keys[key]
         provider = data.draw(st.sampled_from(["claude-cli", "codex"]))
         if kind in ("set", "drop"):
-            before = self.log_size
             if model.current is None:
                 with pytest.raises(SessionDeleted):
                     if kind == "set":
@@ -558,7 +568,6 @@ class LedgerMachine(RuleBasedStateMachine):
                 del gen.bindings[provider]
             assert (result.outcome, result.current_session_id) == ("applied", gen.sid)
             self.expect_logged(1)
-            assert self.log_size == before + 1
             return
         sid = data.draw(st.sampled_from(model.lineage))
         if kind == "overrides":
@@ -598,7 +607,7 @@ class LedgerMachine(RuleBasedStateMachine):
             with pytest.raises(SessionDeleted):
                 self.ledger.reset(key, reason=reason, expected_session_id=expected, at=self.now)  # type: ignore[arg-type]
         elif expect == "wrong":
-            # §4.7: a CAS mismatch is a conflict naming the current sessionId.
+            # Invariant 7: a CAS mismatch is a conflict naming the current sessionId.
             with pytest.raises(SessionChanged) as raised:
                 self.ledger.reset(key, reason=reason, expected_session_id=expected, at=self.now)  # type: ignore[arg-type]
             assert raised.value.current_session_id == model.current
@@ -614,7 +623,7 @@ class LedgerMachine(RuleBasedStateMachine):
             self.open_generation(key, result.session_id, reason, old, soft=reason == "idle")
             self.expect_logged(2)
             return
-        self.expect_logged(0)  # §4.7: never a silent success
+        self.expect_logged(0)  # Invariant 7: never a silent success
         assert self.row(key) == before
 
     @rule(data=st.data(), expect=st.sampled_from(["right", "wrong", "none"]))
@@ -629,7 +638,7 @@ class LedgerMachine(RuleBasedStateMachine):
             with pytest.raises(SessionDeleted):
                 self.ledger.delete(key, expected_session_id=expected, at=self.now)
         elif expect == "wrong":
-            with pytest.raises(SessionChanged) as raised:  # §4.7
+            with pytest.raises(SessionChanged) as raised:  # Invariant 7
                 self.ledger.delete(key, expected_session_id=expected, at=self.now)
             assert raised.value.current_session_id == model.current
         else:
@@ -637,7 +646,7 @@ class LedgerMachine(RuleBasedStateMachine):
                 model.current
             )
             self.gens[model.current].state = "deleted"
-            model.current = None
+            model.deleted, model.current = model.current, None
             self.expect_logged(1)
             return
         self.expect_logged(0)
@@ -648,7 +657,8 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data(), mode=st.sampled_from(["same", "same", "changed", "twice-in-batch"]))
     def retry(self, data: st.DataObject, mode: str) -> None:
-        """§4.4: a retried eventId is a no-op answering the original outcome and position."""
+        """Invariant 4, exactly once: a retried eventId is a no-op answering the original
+        outcome and position."""
         sent = data.draw(st.sampled_from(list(self.sent.values())))
         fact = dict(sent.fact)
         if mode == "changed":
@@ -666,7 +676,7 @@ class LedgerMachine(RuleBasedStateMachine):
     @precondition(lambda self: bool(self.sent))
     @rule(data=st.data())
     def retry_several(self, data: st.DataObject) -> None:
-        """§4.4 for a batch of retries, some changed: each is told apart from a reused
+        """Invariant 4 for a batch of retries, some changed: each is told apart from a reused
         eventId by the event logged at its own position (runs of positions and gaps)."""
         sent = data.draw(
             st.lists(st.sampled_from(list(self.sent.values())), min_size=2, max_size=8)
@@ -707,32 +717,30 @@ class LedgerMachine(RuleBasedStateMachine):
         for key, model in self.keys.items():
             view = self.row(key)
             if model.current is None:
-                # §4.8 no resurrection: a deleted key has no row, whatever arrived late.
+                # Invariant 8, no resurrection: a deleted key has no row, whatever arrived
+                # late (row() holds the answer to SessionDeleted naming the dead generation).
                 assert view is None and key not in listed
-                # (or UnknownSession: test_known_issue_deleted_key_looks_unknown_after_late_event)
-                with pytest.raises((SessionDeleted, UnknownSession)):
-                    self.ledger.session(key)
             else:
-                # §4.1 the current row is the current generation's, field for field.
+                # Invariant 1: the current row is the current generation's, field for field.
                 assert view is not None and view.session_id == model.current
                 assert listed[key] == view
                 self.check_generation_row(view, self.gens[model.current])
             generations = self.ledger.generations(key)
-            # (generations() orders by last-touched position, not by opening: compare sets)
-            assert sorted(g.session_id for g in generations) == sorted(model.lineage)
+            # Invariant 10: every generation of the key stays reachable, in opening order.
+            assert [g.session_id for g in generations] == model.lineage
             for row in generations:
                 self.check_generation_row(row, self.gens[row.session_id])
 
     def check_generation_row(self, row: GenerationRow | SessionView, gen: MGen) -> None:
         focus = self.runs[gen.focus] if gen.focus else None
-        # §4.2 no impossible rows: running <=> active run <=> hasActiveRun <=> endedAt null.
+        # Invariant 2, no impossible rows: running <=> active run <=> hasActiveRun <=> endedAt null.
         assert (row.status == "running") == row.has_active_run == bool(row.active_run_ids)
         if row.status == "running":
             assert row.ended_at is None and row.runtime_ms is None and row.started_at is not None
         elif row.status != "new":
             assert row.ended_at is not None and row.started_at is not None
             assert row.runtime_ms == ms(row.ended_at - row.started_at) >= 0
-        # §4.1: the model applies every event to its own generation only.
+        # Invariant 1: the model applies every event to its own generation only.
         assert list(row.active_run_ids) == gen.active
         assert row.status == (focus.status if focus else "new")
         assert row.last_run_id == gen.focus
@@ -741,11 +749,11 @@ class LedgerMachine(RuleBasedStateMachine):
         assert row.entry_count == len(gen.entries)
         assert row.bindings == gen.bindings and row.overrides == gen.overrides
         assert row.model == gen.model
-        # §4.11: freshness follows user/ingress interactions only.
+        # Invariant 11: freshness follows user/ingress interactions only.
         assert row.last_interaction_at == gen.last_user_at
-        # §4.9: resumable only once the generation holds an assistant entry.
+        # Invariant 9: resumable only once the generation holds an assistant entry.
         assert row.resumable == any(e.role == "assistant" for e in gen.entries.values())
-        # §4.10: the lineage link.
+        # Invariant 10: the lineage link.
         assert row.previous_session_id == gen.previous
         if isinstance(row, GenerationRow):
             assert row.state == gen.state and row.next_session_id == gen.next_sid
@@ -754,7 +762,8 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def runs_are_possible(self) -> None:
-        # §4.2 for run rows; §4.1 a skewed terminal event is applied, clamped to the start.
+        # Invariant 2 for run rows; invariant 1: a skewed terminal event is applied,
+        # clamped to the start.
         for sid in {r.sid for r in self.runs.values()}:
             for row in self.ledger.runs(sid):
                 run = self.runs[row.run_id]
@@ -771,7 +780,7 @@ class LedgerMachine(RuleBasedStateMachine):
             for sid in model.lineage:
                 entries = self.ledger.transcript(key, session_id=sid)
                 gen = self.gens[sid]
-                # §4.12: unique ids, parents in the same generation, an intact hash chain.
+                # Invariant 12: unique ids, parents in the same generation, an intact hash chain.
                 assert [e.entry_id for e in entries] == list(gen.entries)
                 head = ""
                 for seq, e in enumerate(entries, start=1):
@@ -782,7 +791,8 @@ class LedgerMachine(RuleBasedStateMachine):
                     assert e.entry_hash == chain_hash(head, original.digest())
                     head = e.entry_hash
             if model.current is not None:
-                # §4.10: the lineage's transcript reads back in order, generation by generation.
+                # Invariant 10: the lineage's transcript reads back in order, generation
+                # by generation.
                 chain, cursor = [], model.current
                 while cursor is not None:
                     chain.insert(0, cursor)
@@ -793,7 +803,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def log_chain_verifies(self) -> None:
-        # §4.12 from the log: recomputing every generation's chain reproduces its hashes.
+        # Invariant 12 from the log: recomputing every generation's chain reproduces its hashes.
         if self.steps % REPLAY_EVERY:
             return
         heads: dict[str, str] = {}
@@ -803,10 +813,10 @@ class LedgerMachine(RuleBasedStateMachine):
                 assert event.prev_hash == prev
                 assert event.entry_hash == chain_hash(prev, event.entry.digest())
                 heads[event.session_id] = event.entry_hash
-        # §4.3 replay = live, periodically (and at teardown).
+        # Invariant 3, replay equals live, periodically (and at teardown).
         assert_replay_equals_live(self.ledger)
         log = self.ledger.log(limit=100_000)
-        # §4.4: the tracking position is the log head after every committed command.
+        # Invariant 4: the tracking position is the log head after every committed command.
         assert self.ledger.position() == (log[-1][0] if log else 0)
 
 
@@ -853,13 +863,14 @@ def test_ledger_machine_on_postgres(postgres_server: Any) -> None:
 def test_deleted_key_stays_deleted_after_a_late_event_on_older_generation(
     sqlite_url: str,
 ) -> None:
-    # §4.8: a deleted key stays deleted. A late event for an *older* archived generation,
-    # arriving after the delete, makes that generation the last touched one, and
-    # Ledger.session() then answers UnknownSession instead of SessionDeleted.
+    """Invariant 8, no resurrection (docs/invariants.md): a late event for an *older*
+    archived generation, arriving after the delete, is recorded against that generation
+    (it becomes the last one touched) and the key is still answered SessionDeleted naming
+    the generation the deletion tombstoned, not UnknownSession, and has no row."""
     with Ledger.open(sqlite_url) as ledger:
         key = KEYS[0]
         s1 = ledger.resolve(key, at=T0).session.session_id
-        ledger.reset(key, at=T0)
+        s2 = ledger.reset(key, at=T0).session_id
         ledger.delete(key, at=T0)
         late = {
             "type": "overrides.changed",
@@ -870,6 +881,16 @@ def test_deleted_key_stays_deleted_after_a_late_event_on_older_generation(
             "writer": "admin",
             "overrides": {"model": "x"},
         }
-        assert ledger.record([late])[0].outcome == "archived"
-        with pytest.raises(SessionDeleted):
+        (result,) = ledger.record([late])
+        assert (result.outcome, result.session_id, result.current_session_id) == (
+            "archived",
+            s1,
+            None,
+        )
+        with pytest.raises(SessionDeleted) as raised:
             ledger.session(key)
+        assert raised.value.session_id == s2
+        old = ledger.generation(s1)
+        assert old is not None and (old.late_events, old.overrides) == (1, {"model": "x"})
+        assert key not in {view.session_key for view in ledger.sessions(limit=1000).items}
+        assert_replay_equals_live(ledger)

@@ -24,7 +24,6 @@ from sessionledger.domain.events import (
     Recorded,
     TranscriptAppendedFact,
     TranscriptEntry,
-    _fact_fields,
 )
 from sessionledger.domain.values import canonical_json, digest
 from sessionledger.infrastructure.mapper import OrjsonTranscoder, PydanticMapper
@@ -38,7 +37,7 @@ RECORDED: dict[str, type[Recorded]] = {
 
 
 def old_fingerprint(event: Fact) -> str:
-    include = set(_fact_fields(event.type))
+    include = set(FACT_CLASSES[event.type].model_fields)  # the fact's own fields
     return digest(canonical_json(event.model_dump(mode="json", include=include)))
 
 

@@ -1,4 +1,4 @@
-"""The status report (SPEC §5) against a brute-force count over the log.
+"""The operators' status report against a brute-force count over the log.
 
 Hypothesis drives gateway workloads through the Python API — runs that start, end and
 error (some late, on archived generations), resets, deletes, transcript appends, late

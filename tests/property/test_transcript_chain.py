@@ -1,4 +1,5 @@
-"""SPEC §4.12 Transcript integrity: unique ids, parents in the generation, a hash chain."""
+"""Invariant 12, transcript integrity (docs/invariants.md): unique ids, parents in the
+generation, a hash chain."""
 
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def _tamper(entries: list[EntryRow], how: str, index: int) -> list[EntryRow]:
 def test_any_change_to_stored_history_is_detected(
     entries: list[EntryRow], how: str, data: st.DataObject
 ) -> None:
-    # §4.12: each generation's entries are hash-chained so verify detects any change.
+    # Invariant 12: each generation's entries are hash-chained so verify detects any change.
     if how in ("drop", "swap") and len(entries) < 2:
         return
     # Dropping the tail leaves a valid prefix (the stored head hash catches that), so drop

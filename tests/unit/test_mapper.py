@@ -69,8 +69,18 @@ def test_a_stored_event_is_the_librarys_dataclass() -> None:
 def test_round_trip_is_exact() -> None:
     event = RunStarted(**started(model="opus"))
     stored = mapper().to_stored_event(event)
-    assert stored.topic == "domain.events:RunStarted"
+    assert stored.topic == "sessionledger.domain.events:RunStarted"
     assert mapper().to_domain_event(stored) == event
+
+
+def test_topics_of_the_former_top_level_package_still_resolve() -> None:
+    """Stores written while the domain was installed as `domain` hold such topics."""
+    event = RunStarted(**started(model="opus"))
+    stored = mapper().to_stored_event(event)
+    old = StoredEvent(
+        stored.originator_id, stored.originator_version, "domain.events:RunStarted", stored.state
+    )
+    assert mapper().to_domain_event(old) == event
 
 
 def test_old_payloads_are_upcast() -> None:

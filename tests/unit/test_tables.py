@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sessionledger.projections.tables import _sqlite_text
+from sessionledger.projections.tables import sqlite_text
 
 
 @given(st.datetimes(timezones=st.just(UTC)))
 def test_sqlite_text_is_sqlalchemys_fixed_width_format(moment: datetime) -> None:
     v = moment
-    assert _sqlite_text(v) == (
+    assert sqlite_text(v) == (
         f"{v.year:04d}-{v.month:02d}-{v.day:02d} "
         f"{v.hour:02d}:{v.minute:02d}:{v.second:02d}.{v.microsecond:06d}"
     )
@@ -22,7 +22,7 @@ def test_sqlite_text_is_sqlalchemys_fixed_width_format(moment: datetime) -> None
 
 @given(st.datetimes(timezones=st.just(UTC)), st.datetimes(timezones=st.just(UTC)))
 def test_sqlite_text_orders_like_the_moments(a: datetime, b: datetime) -> None:
-    assert (_sqlite_text(a) < _sqlite_text(b)) == (a < b)
+    assert (sqlite_text(a) < sqlite_text(b)) == (a < b)
 
 
 @given(st.datetimes(timezones=st.timezones()) | st.datetimes(timezones=st.just(UTC)))
@@ -36,12 +36,12 @@ def test_sqlite_bind_processor_stores_process_bind_params_text(moment: datetime)
     process = column_type.dialect_impl(dialect).bind_processor(dialect)
     assert process is not None
     assert process(moment) == column_type.process_bind_param(moment, dialect)
-    assert process(moment) == _sqlite_text(moment.astimezone(UTC))
+    assert process(moment) == sqlite_text(moment.astimezone(UTC))
     assert process(None) is None
 
 
 def _isoformat_text(moment: datetime) -> str:
-    """The text before _sqlite_text remembered moments: isoformat of the UTC moment."""
+    """The text before sqlite_text remembered moments: isoformat of the UTC moment."""
     return moment.astimezone(UTC).isoformat(" ", "microseconds")[:-6]
 
 
@@ -58,17 +58,17 @@ _moments = (st.datetimes(timezones=st.timezones()) | st.datetimes(timezones=st.j
 def test_remembered_text_is_isoformats_text(moments: list[datetime]) -> None:
     """The bound text is isoformat's, whether computed or remembered: each moment bound
     twice (as itself and as an equal copy) among other moments, equal or not."""
-    from sessionledger.projections.tables import _bind_sqlite
+    from sessionledger.projections.tables import bind_sqlite
 
     for moment in [*moments, *moments, *(m.replace() for m in reversed(moments))]:
         try:
             expected = _isoformat_text(moment)
         except OverflowError:
             continue  # astimezone beyond year 1 or 9999 fails as it always did
-        assert _bind_sqlite(moment) == expected
+        assert bind_sqlite(moment) == expected
         utc = moment.astimezone(UTC)
-        assert _sqlite_text(utc) == expected
-        assert _sqlite_text(utc.replace()) == expected
+        assert sqlite_text(utc) == expected
+        assert sqlite_text(utc.replace()) == expected
 
 
 def test_fold_twins_keep_their_own_text() -> None:
@@ -76,16 +76,16 @@ def test_fold_twins_keep_their_own_text() -> None:
     are different moments; remembering one must not answer for the other."""
     from zoneinfo import ZoneInfo
 
-    from sessionledger.projections.tables import _bind_sqlite
+    from sessionledger.projections.tables import bind_sqlite
 
     first = datetime(2026, 11, 1, 1, 30, tzinfo=ZoneInfo("America/New_York"))
     second = first.replace(fold=1)
     assert first == second  # same tzinfo: compared as wall times
-    assert _bind_sqlite(first) == "2026-11-01 05:30:00.000000"
-    assert _bind_sqlite(second) == "2026-11-01 06:30:00.000000"
-    assert _bind_sqlite(first) == "2026-11-01 05:30:00.000000"
-    assert _sqlite_text(first) == first.isoformat(" ", "microseconds")[:-6]
-    assert _sqlite_text(second) == second.isoformat(" ", "microseconds")[:-6]
+    assert bind_sqlite(first) == "2026-11-01 05:30:00.000000"
+    assert bind_sqlite(second) == "2026-11-01 06:30:00.000000"
+    assert bind_sqlite(first) == "2026-11-01 05:30:00.000000"
+    assert sqlite_text(first) == first.isoformat(" ", "microseconds")[:-6]
+    assert sqlite_text(second) == second.isoformat(" ", "microseconds")[:-6]
 
 
 def test_remembered_moments_are_bounded() -> None:
@@ -96,5 +96,5 @@ def test_remembered_moments_are_bounded() -> None:
     start = datetime(2020, 1, 1, tzinfo=UTC)
     for i in range(3 * _TEXTS_KEPT):
         moment = start + timedelta(microseconds=i)
-        assert _sqlite_text(moment) == _isoformat_text(moment)
+        assert sqlite_text(moment) == _isoformat_text(moment)
     assert len(_TEXTS) <= _TEXTS_KEPT

@@ -17,7 +17,7 @@ then merges the shares (`Parts.merge`, outside the store's writer lock) in two t
 at once, one per group of tables: SQLite runs each copy with the GIL released, and no
 file is read by one thread while the other writes it (a file without a journal would
 refuse that). It folds the events recorded meanwhile into the merged pair
-(`Parts.catch_up`), and the rebuild's swap (infrastructure/maintenance.py) copies the
+(`Parts.catch_up`), and the rebuild's swap (infrastructure.maintenance.rebuild) copies the
 pair into the emptied live tables under the writer lock in one transaction, by SQLite's
 transfer optimisation (records and index entries copied as stored). There is no copy
 through the `*_shadow` tables and nothing to clear after it. A primary-key collision in
@@ -40,25 +40,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import (
-    Connection,
-    Engine,
-    create_engine,
-    event,
-    make_url,
-)
+from sqlalchemy import Connection, Engine, create_engine, event
 
 from sessionledger.domain.errors import StoreUnavailable
 from sessionledger.domain.events import LedgerEvent
 from sessionledger.infrastructure import jsoncodec
 from sessionledger.infrastructure.collector import collector_at_ease
+from sessionledger.infrastructure.database import Database
+from sessionledger.infrastructure.maintenance.shadow import PAGE, fold_pages
+from sessionledger.infrastructure.store import Store
 from sessionledger.projections.projector import Projector
 from sessionledger.projections.tables import TABLES
-
-if TYPE_CHECKING:
-    from sessionledger.infrastructure.ledger import Ledger
 
 Progress = Callable[[int], None]
 
@@ -66,7 +60,6 @@ PARTITION_FROM = 50_000  # log events from which a SQLite rebuild folds in worke
 # Processes folding at once, the parent included: each holds its own interpreter and
 # page of rows (about 80-100 MB), and the swap after them stays serial.
 MAX_WORKERS = 2
-PAGE = 2000  # events per worker transaction, as the serial fold's pages
 # The tables in a share's second file: merged in one thread while the rest are merged in
 # another. Chosen by their merge times at 1,000,000 events (entries 1.65 s and receipts
 # 1.15 s; runs 1.65 s, generations 0.51 s and sessions 0.16 s).
@@ -85,17 +78,6 @@ def default_workers() -> int:
     except AttributeError:  # not on Linux
         cores = os.cpu_count() or 1
     return max(1, min(cores, MAX_WORKERS))
-
-
-def store_path(ledger: Ledger) -> str | None:
-    """The SQLite file of the store, None for PostgreSQL or an in-memory database."""
-    database = ledger.database
-    if database.dialect != "sqlite":
-        return None
-    name = make_url(database.url).database or ""
-    if name in ("", ":memory:") or "mode=memory" in database.url:
-        return None
-    return os.path.abspath(name)
 
 
 @dataclass(frozen=True)
@@ -119,7 +101,7 @@ def _tables(side: bool) -> list[str]:
     return [t.name for t in TABLES.projected if (t.name in SIDE_TABLES) == side]
 
 
-def _kept(workers: int) -> tuple[int, int]:
+def kept_shares(workers: int) -> tuple[int, int]:
     """The shares whose main and whose side file the other shares' files merge into:
     different shares, so each merge thread writes a file the other does not read."""
     return 0, 1 % workers
@@ -129,8 +111,8 @@ class Parts:
     """The workers' files, every key's rows folded up to `position`, one pair per share
     until `merge` makes them one pair."""
 
-    def __init__(self, ledger: Ledger, files: list[PartFiles], position: int) -> None:
-        self.ledger = ledger
+    def __init__(self, store: Store, files: list[PartFiles], position: int) -> None:
+        self.store = store
         self.files = files
         self.position = position
 
@@ -144,7 +126,7 @@ class Parts:
         emptied live tables, all of it by SQLite's transfer optimisation (records and
         index entries as stored), which a copy into tables that already hold rows cannot
         use (it must check uniqueness row by row)."""
-        main, side = _kept(len(self.files))
+        main, side = kept_shares(len(self.files))
         jobs = [
             (
                 self.files[kept].file(group),
@@ -191,7 +173,7 @@ class Parts:
         this process: what arrived during the workers' fold is a small part of the log)."""
         for share, files in enumerate(self.files):
             fold_share(
-                self.ledger, files, share, len(self.files), self.position, target, on_progress
+                self.store, files, share, len(self.files), self.position, target, on_progress
             )
         self.position = target
 
@@ -214,19 +196,18 @@ class Parts:
 
 
 @contextmanager
-def folded(ledger: Ledger, workers: int, on_progress: Progress | None) -> Iterator[Parts]:
+def folded(store: Store, workers: int, on_progress: Progress | None) -> Iterator[Parts]:
     """The log up to its head folded into one temporary file per share across `workers`
     processes, removed again when the block ends."""
-    path = store_path(ledger)
+    path = store.database.path
     assert path is not None and workers > 1
-    with ledger.database.reading() as connection:
-        target = ledger.projector.log_head(connection)
+    target = store.positions()[1]
     directory = Path(tempfile.mkdtemp(prefix=_remove_stale(path), dir=os.path.dirname(path)))
     files = [PartFiles.of(directory, k) for k in range(workers)]
     children: list[_Child] = []
     try:
         for k in range(1, workers):
-            children.append(_Child.start(ledger, files[k], k, workers, target))
+            children.append(_Child.start(store.database, files[k], k, workers, target))
 
         def progress(count: int) -> None:
             if on_progress is not None:
@@ -234,13 +215,13 @@ def folded(ledger: Ledger, workers: int, on_progress: Progress | None) -> Iterat
             # The children's pages so far, without waiting for more.
             _receive(children, on_progress, block=False)
 
-        fold_share(ledger, files[0], 0, workers, 0, target, progress)
+        fold_share(store, files[0], 0, workers, 0, target, progress)
         while any(not child.done for child in children):
             _receive(children, on_progress, block=True)
         for child in children:
             child.close()
         children.clear()
-        yield Parts(ledger, files, target)
+        yield Parts(store, files, target)
     finally:
         for child in children:
             child.close()
@@ -260,7 +241,7 @@ def _remove_stale(path: str) -> str:
 
 
 def fold_share(
-    ledger: Ledger,
+    store: Store,
     files: PartFiles,
     share: int,
     workers: int,
@@ -269,11 +250,12 @@ def fold_share(
     on_progress: Progress | None,
 ) -> None:
     """Fold the events of share `share` of `workers` after `after` up to `target` into
-    `files` (made with the store's DDL if new)."""
+    `files` (made with the store's DDL if new), a page (PAGE events, as the serial fold's)
+    per transaction."""
     projector = Projector(TABLES)
     new = not files.main.exists()
     if new:
-        with ledger.database.reading() as connection:
+        with store.database.reading() as connection:
             schema = _schema(connection)
         for side in (False, True):
             _run(files.file(side), schema.tables(side))
@@ -286,8 +268,8 @@ def fold_share(
                     projector.project(part, projector.new_rowset(part), page, previous)
 
             def read(position: int) -> Sequence[tuple[int, LedgerEvent]]:
-                with ledger.database.reading() as connection:
-                    return ledger.event_log.read_share(
+                with store.database.reading() as connection:
+                    return store.event_log.read_share(
                         connection, share, workers, position, target, PAGE
                     )
 
@@ -302,34 +284,9 @@ def fold_share(
         # Secondary indexes built once over the folded rows, sorted, rather than kept
         # up row by row (the fold reads rows by primary key only); only in the files
         # the others are merged into and the swap copies from.
-        for side, kept in zip((False, True), _kept(workers), strict=True):
+        for side, kept in zip((False, True), kept_shares(workers), strict=True):
             if share == kept:
                 _run(files.file(side), schema.indexes(side))
-
-
-def fold_pages(
-    read: Callable[[int], Sequence[tuple[int, LedgerEvent]]],
-    write: Callable[[Sequence[tuple[int, LedgerEvent]], int], None],
-    after: int,
-    page: int,
-    on_progress: Progress | None,
-    *,
-    until: int | None = None,
-) -> int:
-    """Fold the log after `after` a page at a time: `read` the events after a position
-    (at most `page`), `write` them (folded after the previous position), until a short
-    page or the position `until`; the position reached. The serial rebuild and verify
-    (into the shadow tables) and each worker (into its file) fold this way."""
-    position = after
-    while True:
-        events = read(position)
-        if events:
-            write(events, position)
-            position = events[-1][0]
-            if on_progress is not None:
-                on_progress(len(events))
-        if len(events) < page or (until is not None and position >= until):
-            return position
 
 
 @dataclass(frozen=True)
@@ -398,7 +355,8 @@ def _part_engine(files: PartFiles) -> Engine:
 
 
 class _Child:
-    """A worker process (a fresh interpreter: `python -m infrastructure.partition`) and
+    """A worker process (a fresh interpreter: `python -m
+    sessionledger.infrastructure.maintenance.partition`) and
     the pipe it reports on, a line per message: `page N`, `done` or `error TEXT`.
 
     Not multiprocessing's spawn: it runs the parent's `__main__` module again in the
@@ -414,14 +372,13 @@ class _Child:
 
     @classmethod
     def start(
-        cls, ledger: Ledger, files: PartFiles, share: int, workers: int, target: int
+        cls, database: Database, files: PartFiles, share: int, workers: int, target: int
     ) -> _Child:
         reader, writer = os.pipe()
         # The parent's code, not whatever else the interpreter would find first.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         path = os.environ.get("PYTHONPATH")
         env = {**os.environ, "PYTHONPATH": root + (os.pathsep + path if path else "")}
-        database = ledger.database
         arguments = (
             database.url,
             database.busy_timeout,
@@ -437,7 +394,7 @@ class _Child:
                 [
                     sys.executable,
                     "-m",
-                    "sessionledger.infrastructure.partition",
+                    "sessionledger.infrastructure.maintenance.partition",
                     *map(str, arguments),
                 ],
                 pass_fds=(writer,),
@@ -495,14 +452,11 @@ def _work(arguments: list[str]) -> None:
     url, busy_timeout, main, side, share, workers, target, fd = arguments
     with os.fdopen(int(fd), "w", buffering=1) as report:
         try:
-            from sessionledger.infrastructure.database import Database
-            from sessionledger.infrastructure.ledger import Ledger
-
-            ledger = Ledger(Database(url, busy_timeout=float(busy_timeout)))
+            store = Store(Database(url, busy_timeout=float(busy_timeout)))
             try:
                 with collector_at_ease():
                     fold_share(
-                        ledger,
+                        store,
                         PartFiles(Path(main), Path(side)),
                         int(share),
                         int(workers),
@@ -511,7 +465,7 @@ def _work(arguments: list[str]) -> None:
                         lambda n: print(f"page {n}", file=report),
                     )
             finally:
-                ledger.close()
+                store.close()
             print("done", file=report)
         except BaseException as e:
             text = " ".join(f"{type(e).__name__}: {e}".split())  # one line

@@ -46,7 +46,15 @@ from sessionledger.domain.events import (
 from sessionledger.domain.events import (
     SessionDeleted as SessionDeletedEvent,
 )
-from sessionledger.domain.policies import FreshnessPolicy
+from sessionledger.domain.policies import (
+    FreshnessPolicy,
+    archive_reason,
+    ended_status,
+    last_interaction,
+    merged_overrides,
+    placement,
+    resumable,
+)
 from sessionledger.domain.values import SOFT_REASONS, Interaction, ResetReason, Writer
 
 Outcome = Literal["applied", "archived", "duplicate", "rejected"]
@@ -72,8 +80,11 @@ def utcnow() -> datetime:
 
 
 class Decision(NamedTuple):
-    """What the aggregate did with one fact. (A named tuple: a frozen dataclass's
-    __init__ costs twice as much, and a batch decides a thousand facts.)"""
+    """What the aggregate did with one fact: the one place its outcome is decided (the
+    fold places the recorded event by the same rule, `policies.placement`). `reason`
+    says why it was rejected or a duplicate, or, archived, whether the key rotated or
+    was deleted. (A named tuple: a frozen dataclass's __init__ costs twice as much, and
+    a batch decides a thousand facts.)"""
 
     outcome: Outcome
     session_id: str | None
@@ -397,9 +408,11 @@ class Conversation:
         )
         evolve(self, event)  # type: ignore[arg-type]
         self._pending.append(event)
-        session_id = fact.session_id
         current = self.current_session_id
-        return Decision("applied" if session_id == current else "archived", session_id, current)
+        # A reported fact never moves the pointer: where it was is where it is.
+        outcome = placement(event, current)  # type: ignore[arg-type]
+        reason = archive_reason(current) if outcome == "archived" else None
+        return Decision(outcome, fact.session_id, current, reason)
 
     def _reject(self, fact: Fact, field_name: str, message: str) -> Decision:
         return Decision(
@@ -565,14 +578,12 @@ def evolve(
         conversation.deleted = False
         return conversation
     generation = conversation.generations[sid]
+    generation.last_interaction_at = last_interaction(generation.last_interaction_at, event)
     if type(event) is TranscriptAppended:  # first: most of what a key's log holds
         entry = event.entry
         generation.entries[entry.id] = entry.digest()[:REMEMBERED_DIGITS]
         generation.head = event.entry_hash
-        if entry.role == "assistant":
-            generation.resumable = True
-        if event.writer == "ingress":
-            _touch(generation, event.occurred_at)
+        generation.resumable = resumable(generation.resumable, entry.role)
     elif type(event) is SessionRotated:
         conversation.current_session_id = None  # the GenerationOpened that follows sets it
     elif type(event) is SessionDeletedEvent:
@@ -581,24 +592,14 @@ def evolve(
     elif type(event) is RunStarted:
         generation.runs[event.run_id] = RUNNING
         conversation.run_owner[event.run_id] = sid
-        if event.trigger == "user":
-            _touch(generation, event.occurred_at)
-    elif type(event) is RunEnded:
-        generation.runs[event.run_id] = event.outcome
-    elif type(event) is RunErrored:
-        generation.runs[event.run_id] = "failed"
+    elif type(event) is RunEnded or type(event) is RunErrored:
+        generation.runs[event.run_id] = ended_status(event)
     elif type(event) is BindingSet:
         generation.bindings[event.provider] = event.cli_session_id
     elif type(event) is BindingDropped:
         generation.bindings.pop(event.provider, None)
     elif type(event) is OverridesChanged:
-        for name, value in event.overrides.items():
-            if value is None:
-                generation.overrides.pop(name, None)
-            else:
-                generation.overrides[name] = value
-    elif type(event) is InteractionRecorded:
-        _touch(generation, event.occurred_at)
+        generation.overrides = merged_overrides(generation.overrides, event.overrides)
     elif type(event) is GenerationPruned:
         generation.pruned = True
         generation.entries = {}  # the per-entry state pruning frees; the head stays
@@ -607,11 +608,6 @@ def evolve(
 
 # The classes `evolve` folds as events (exact types: none of them is a snapshot).
 _LEDGER_EVENT_CLASSES: frozenset[type] = frozenset(get_args(LedgerEvent))
-
-
-def _touch(generation: Generation, at: datetime) -> None:
-    if generation.last_interaction_at is None or at > generation.last_interaction_at:
-        generation.last_interaction_at = at
 
 
 def project_conversation(

@@ -11,6 +11,7 @@ import sessionledger.domain.conversation
 from sessionledger.domain.conversation import Decision, Outcome
 from sessionledger.domain.events import Fact, RunStartedFact
 from sessionledger.infrastructure.collector import at_ease_for
+from sessionledger.infrastructure.identifiers import owners
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
 from sessionledger.projections.rows import CAMEL, ReceiptRow, slot_builder
 
@@ -33,7 +34,9 @@ def record_batch(uow: UnitOfWork, facts: Sequence[Fact]) -> list[RecordResult]:
     """Decide each fact in order, record the accepted ones, answer one result per fact.
 
     A retried eventId answers as it did the first time; a repeat within the batch
-    answers like its first occurrence; positions come from the fold, not the aggregate.
+    answers like its first occurrence. The aggregate decides each outcome; the fold
+    gives the accepted ones their position. A runId another key took (the store's
+    identifiers, infrastructure/identifiers.py) is rejected before the aggregate sees it.
     """
     return record_batches(uow, [facts])[0]
 
@@ -64,11 +67,10 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
     repeated = False  # an eventId repeated within a batch (answered after the commit)
     # By the discriminator: isinstance on a pydantic class goes through its metaclass,
     # ~70 ns for each fact that is not one (nearly all).
-    started = [
+    started = {
         f.run_id for b in batches for f in b if f.type == RUN_STARTED and f.run_id is not None
-    ]
-    if started:
-        uow.rowset.prefetch(run_ids=started)
+    }
+    run_owners = owners(uow.connection, "runId", started)
     first_seen: list[dict[str, int]] = []
     conversations = uow.conversations
     # One moment for every event the unit of work records: they are recorded together,
@@ -101,8 +103,7 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
                 continue
             started_run = fact.run_id if fact.type == RUN_STARTED else None
             if started_run is not None:
-                known = uow.rowset.run(started_run)
-                owner = known.session_key if known is not None else started_here.get(started_run)
+                owner = run_owners.get(started_run) or started_here.get(started_run)
                 if owner is not None and owner != key:
                     answers[index] = _rejected(
                         fact,
@@ -128,29 +129,23 @@ def _record_batches(uow: UnitOfWork, batches: Sequence[Sequence[Fact]]) -> list[
             )
 
     uow.commit()
-    # The fold, not the aggregate, fills in positions and the row each event ended on.
+    # The aggregate decided each outcome; the fold gives each its position.
     offset = len(uow.transitions) - len(accepted)
     written: dict[str, ReceiptRow] = {}
     for (number, index, decision), transition in zip(
         accepted, uow.transitions[offset:], strict=True
     ):
-        fact = batches[number][index]
-        outcome = decision.outcome
-        if transition.effect.kind != outcome:
-            raise AssertionError(f"fold and aggregate disagree on {fact.event_id!r}")
         receipt_row = transition.receipt
         assert receipt_row is not None  # the projector folds with receipts
         written[receipt_row.event_id] = receipt_row
-        current = receipt_row.current_session_id
         results[number][index] = _result(
             receipt_row.event_id,
-            outcome,
+            decision.outcome,
             receipt_row.position,
-            receipt_row.session_id,
-            current,
-            # SPEC §4.6: a real takeover tells the writer whether the key rotated or was
-            # deleted.
-            None if outcome != "archived" else "deleted" if current is None else "rotated",
+            decision.session_id,
+            decision.current_session_id,
+            # An archived event tells its writer whether the key rotated or was deleted.
+            decision.reason,
         )
     for number, index in retried:
         fact = batches[number][index]

@@ -14,6 +14,7 @@ from sessionledger.domain.conversation import Conversation
 from sessionledger.domain.errors import UnknownSession
 from sessionledger.domain.events import LedgerEvent, Recorded
 from sessionledger.infrastructure.application import LedgerApplication
+from sessionledger.infrastructure.identifiers import claim
 from sessionledger.projections.fold import Transition
 from sessionledger.projections.projector import LogReader, Projector
 from sessionledger.projections.rows import SessionView
@@ -79,10 +80,12 @@ class UnitOfWork:
         return events
 
     def commit(self) -> None:
-        """Record the pending events and project them; a second call has nothing to do."""
+        """Record the pending events and project them; a second call has nothing to do.
+        The runIds and sessionIds they introduce are taken in the same transaction."""
         if not self.pending:
             return
         pending, self.pending = self.pending, []
+        claim(self.connection, pending)
         changed, self.changed = list(self.changed.values()), {}
         recorded = cast(
             list[tuple[int, LedgerEvent]], self.app.save_conversations(pending, changed)

@@ -11,6 +11,7 @@ from pydantic_core import ErrorDetails
 from sessionledger.domain.errors import InvalidEvent, LimitExceeded
 from sessionledger.domain.events import INCOMING_TYPES, Fact, IncomingFact
 from sessionledger.domain.values import MAX_BATCH_EVENTS, Identifier, SessionKey
+from sessionledger.infrastructure.identifiers import owners
 from sessionledger.infrastructure.unit_of_work import UnitOfWork
 
 _FACTS: TypeAdapter[Any] = TypeAdapter(IncomingFact)
@@ -21,13 +22,15 @@ _ID: TypeAdapter[str] = TypeAdapter(Identifier)
 
 
 def check_new_session_id(uow: UnitOfWork, session_id: str | None) -> None:
+    """Refuse a sessionId a caller chose for a new generation if it is not an identifier
+    or any key, this one included, used it already (the store's identifiers)."""
     if session_id is None:
         return
     try:
         _ID.validate_python(session_id)
     except ValidationError as e:
         raise invalid_input(e.errors(include_url=False), within=("sessionId",)) from None
-    if uow.rowset.generation(session_id) is not None:
+    if owners(uow.connection, "sessionId", (session_id,)):
         raise InvalidEvent("sessionId", f"{session_id!r} is already used")
 
 

@@ -3,7 +3,10 @@
 This is the only place that knows how an event changes the read models. The live
 projector, the rebuild and the audit replay all call it. It is pure: it reads the
 state through `ReadState`, never writes it, and returns the new rows plus what the
-event did (its effect), which the caller applies.
+event did (its effect), which the caller applies. It decides nothing: what an event's
+outcome is, which events keep a generation fresh, when it becomes resumable and how
+overrides change are the domain's rules (domain/policies.py), which the aggregate
+follows too, here applied to the rows the log folded into so far.
 
 The generation fence holds by construction: an event changes the generation row
 of its own sessionId only, and the session row is a pointer that only
@@ -21,7 +24,6 @@ from sessionledger.domain.events import (
     BindingSet,
     GenerationOpened,
     GenerationPruned,
-    InteractionRecorded,
     LedgerEvent,
     OverridesChanged,
     RunEnded,
@@ -30,6 +32,13 @@ from sessionledger.domain.events import (
     SessionDeleted,
     SessionRotated,
     TranscriptAppended,
+)
+from sessionledger.domain.policies import (
+    ended_status,
+    last_interaction,
+    merged_overrides,
+    placement,
+    resumable,
 )
 from sessionledger.domain.values import KeyShape
 from sessionledger.projections.rows import (
@@ -89,7 +98,7 @@ def fold(
     generation = state.generation(session_id)
     if generation is None:
         raise LookupError(f"event at {position} names unknown generation {session_id!r}")
-    current = session is not None and session.session_id == session_id
+    current = placement(event, None if session is None else session.session_id) == "applied"
     effect = _APPLIED_TO_CURRENT if current else _archived(generation, recorded)
     # The generation row's changes, gathered and applied once: dataclasses.replace on a
     # 33-field frozen row cost more than the rest of the fold when chained per event.
@@ -97,6 +106,7 @@ def fold(
         "updated_at": recorded,
         "position": position,
         "late_events": generation.late_events + (0 if current else 1),
+        "last_interaction_at": last_interaction(generation.last_interaction_at, event),
     }
     run: RunRow | None = None
     entry: EntryRow | None = None
@@ -109,7 +119,6 @@ def fold(
             archived_at=recorded,
             archive_reason=event.reason,
             next_session_id=event.to_session_id,
-            late_events=generation.late_events,
         )
         effect = Effect("applied", f"rotated to {event.to_session_id} ({event.reason})")
     elif type(event) is SessionDeleted:
@@ -117,7 +126,6 @@ def fold(
             state="deleted",
             archived_at=recorded,
             archive_reason="deleted",
-            late_events=generation.late_events,
         )
         deleted_key = event.session_key
         effect = Effect("applied", "deleted the session")
@@ -153,9 +161,6 @@ def fold(
             active_run_ids=(*generation.active_run_ids, event.run_id),
             model=event.model or generation.model,
             provider=event.provider or generation.provider,
-            last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
-            if event.trigger == "user"
-            else generation.last_interaction_at,
         )
         touched.update(_focus(run))
     elif type(event) is RunEnded or type(event) is RunErrored:
@@ -168,7 +173,7 @@ def fold(
         run = _evolve_run(
             started,
             dict(
-                status=event.outcome if type(event) is RunEnded else "failed",
+                status=ended_status(event),
                 ended_at=ended_at,
                 runtime_ms=_millis(ended_at - started.started_at),
                 stop_reason=event.stop_reason if type(event) is RunEnded else None,
@@ -216,11 +221,7 @@ def fold(
         )
         touched["entry_count"] = seq
         touched["head_hash"] = entry_hash
-        touched["resumable"] = generation.resumable or role == "assistant"
-        if writer == "ingress":
-            touched["last_interaction_at"] = _later(
-                generation.last_interaction_at, event.occurred_at
-            )
+        touched["resumable"] = resumable(generation.resumable, role)
     elif type(event) is BindingSet:
         touched.update(bindings={**generation.bindings, event.provider: event.cli_session_id})
     elif type(event) is BindingDropped:
@@ -228,20 +229,10 @@ def fold(
             bindings={p: c for p, c in generation.bindings.items() if p != event.provider},
         )
     elif type(event) is OverridesChanged:
-        overrides = dict(generation.overrides)
-        for name, value in event.overrides.items():
-            if value is None:
-                overrides.pop(name, None)
-            else:
-                overrides[name] = value
-        touched.update(overrides=overrides)
-    elif type(event) is InteractionRecorded:
-        touched.update(
-            last_interaction_at=_later(generation.last_interaction_at, event.occurred_at)
-        )
+        touched.update(overrides=merged_overrides(generation.overrides, event.overrides))
     elif type(event) is GenerationPruned:
         # entry_count and head_hash stay: they describe the chain the log still holds.
-        touched.update(pruned_at=recorded, late_events=generation.late_events)
+        touched.update(pruned_at=recorded)
         pruned = event.session_id
         effect = Effect(
             "applied",
@@ -389,11 +380,6 @@ def _receipt(
         position=position,
         recorded_at=recorded,
     )
-
-
-def _later(known: datetime | None, moment: datetime) -> datetime:
-    moment = utc(moment)
-    return moment if known is None or moment > known else known
 
 
 def _millis(delta: timedelta) -> int:

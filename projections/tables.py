@@ -1,4 +1,5 @@
-"""SQLAlchemy Core tables of the read models and the projection's tracking position.
+"""SQLAlchemy Core tables of the read models, the projection's tracking position and
+the store's identifiers (`IDENTIFIERS`).
 
 Alembic owns their DDL (migrations/); these definitions are how the code reads and
 writes them and must match the newest migration (a test checks that they do).
@@ -357,3 +358,17 @@ TABLES = build_tables()
 # so the migrations own them like every other table).
 SHADOW_SUFFIX = "_shadow"
 SHADOW = build_tables(SHADOW_SUFFIX, TABLES.metadata)
+
+# The identifiers that name one session key store-wide, each at most once: runIds
+# (`runId`) and sessionIds (`sessionId`). Not a read model (no shadow twin, rebuilds
+# leave it alone): the write path inserts an identifier in the transaction that logs the
+# event introducing it, and the primary key holds it to its first key
+# (infrastructure/identifiers.py).
+IDENTIFIERS_TABLE = "sessionledger_identifiers"
+IDENTIFIERS = Table(
+    IDENTIFIERS_TABLE,
+    TABLES.metadata,
+    Column("field", String(16), primary_key=True),
+    Column("identifier", ID, primary_key=True),
+    Column("session_key", KEY, nullable=False),
+)

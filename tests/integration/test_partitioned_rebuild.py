@@ -363,7 +363,8 @@ def test_a_worker_that_dies_fails_the_rebuild(
 
 def test_rows_shared_by_two_keys_are_folded_serially(sqlite_url: str) -> None:
     """A run id started in two keys of different shares (the write path refuses a runId
-    another key uses: its row is removed behind the store's back first). The partitioned
+    another key uses: its identifier and its row are removed behind the store's back
+    first). The partitioned
     fold's copy finds the collision and the rebuild folds serially, as the live
     projection did."""
     keys = [f"agent:main:telegram:direct:c{i}" for i in range(40)]
@@ -375,6 +376,7 @@ def test_rows_shared_by_two_keys_are_folded_serially(sqlite_url: str) -> None:
         ledger.record([event("run.started", a, sid_a, "a-s", T0, runId="shared", trigger="user")])
     with sqlite3.connect(make_url(sqlite_url).database or "") as connection:
         connection.execute("DELETE FROM ledger_runs WHERE run_id = 'shared'")
+        connection.execute("DELETE FROM sessionledger_identifiers WHERE identifier = 'shared'")
     with Ledger.open(sqlite_url) as ledger:
         (result,) = ledger.record(
             [event("run.started", b, sid_b, "b-s", T0, runId="shared", trigger="user")]

@@ -1,0 +1,1 @@
+../../sessionledger/__init__.py

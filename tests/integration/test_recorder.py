@@ -57,6 +57,7 @@ def test_library_code_runs_in_the_write_transaction(ledger: Ledger) -> None:
     assert isinstance(recorder, LedgerEventRecorder)
     record = recorder.events_record_cls
     stored = StoredEvent(originator_id=uuid4(), originator_version=1, topic="t", state=b"{}")
+
     def work(connection: Connection) -> None:
         (position,) = recorder.insert_events([stored])
         with recorder.datastore.transaction(commit=True) as session:

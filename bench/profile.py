@@ -12,7 +12,7 @@ wall time against raw baselines instead).
 the ratio. `--unprojected` is a what-if, never a mode of the store: the command still
 decides, logs its events and folds them in memory, and the tracking position still
 moves, but no session, generation, run, entry or receipt row is written. It is the most
-a design that commits the event alone and projects later (SPEC §7's projector worker)
+a design that commits the event alone and projects later (a projector worker following the log)
 could gain on the command path; docs/performance.md "What remains" quotes it.
 
 Run it under `valgrind --tool=callgrind` for instruction counts when the machine is busy.

@@ -233,7 +233,7 @@ class Conversation:
         """An inbound message: rotate if the policy says the generation expired.
 
         Only user interactions count: heartbeat, cron and system traffic neither
-        keeps a session fresh nor rotates it (SPEC §4.11).
+        keeps a session fresh nor rotates it (docs/invariants.md, rule 11).
         """
         writer: Writer = "ingress" if interaction == "user" else interaction
         if self.current_session_id is None:
@@ -299,7 +299,7 @@ class Conversation:
     ) -> str:
         """Archive an old generation (maintenance); returns why it cannot be, or "".
 
-        Never the current generation, never one with a running run (SPEC §9: maintenance
+        Never the current generation, never one with a running run (maintenance
         must not prune a session that is still running), never twice.
         """
         generation = self.generations.get(session_id)

@@ -1,4 +1,4 @@
-"""The event vocabulary (SPEC §3).
+"""The event vocabulary.
 
 Two layers, one set of fields:
 - a *fact* is what a reporter tells the store (validated at the edge, camelCase JSON);
@@ -50,7 +50,7 @@ from sessionledger.domain.values import (
 
 
 class Fact(Model):
-    """Tags every fact carries (SPEC §2: the event's identity and origin)."""
+    """Tags every fact carries: the event's identity and origin."""
 
     type: str
     event_id: Identifier

@@ -1,4 +1,4 @@
-"""Value types of the session vocabulary (SPEC §2): identifiers, enums, limits."""
+"""Value types of the session vocabulary: identifiers, enums, limits."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import orjson
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, NonNegativeInt
 from pydantic.alias_generators import to_camel
 
-# Explicit, documented limits (SPEC §8).
+# Explicit, documented limits (docs/invariants.md, limits).
 MAX_KEY_LENGTH = 512
 MAX_ID_LENGTH = 128
 MAX_TEXT_LENGTH = 4096

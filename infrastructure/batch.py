@@ -1,4 +1,4 @@
-"""Recording a batch of facts: one result per fact (SPEC §6), duplicates answered from
+"""Recording a batch of facts: one result per fact, duplicates answered from
 their receipts, accepted facts recorded and folded in the caller's unit of work."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from sessionledger.projections.rows import CAMEL, ReceiptRow, slot_builder
 
 @dataclass(frozen=True, slots=True)
 class RecordResult:
-    """The answer for one event of a batch (SPEC §6)."""
+    """The answer for one event of a batch."""
 
     __pydantic_config__ = CAMEL
 

@@ -4,7 +4,7 @@ SQLite checkpoints at the end of the commit that takes the WAL past
 `wal_autocheckpoint` pages (1,000 by default), after releasing its own lock: that
 commit's caller waits while the pages are copied into the database file and the file
 is synced, and this process's other writers wait on its writer lock. Sustained
-ingest paid about a tenth of its time for it (docs/performance.md, item 50). Here each
+ingest paid about a tenth of its time for it. Here each
 commit wakes a thread that checkpoints PASSIVE (it never waits for, nor blocks, readers
 or writers) on a connection of its own, while the copying and syncing run outside the
 GIL, on the machine's other core. The writers' own connections still checkpoint past

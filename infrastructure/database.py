@@ -377,7 +377,7 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
 def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> None:
     # The file this engine's first connection opened, as (device, inode). An open SQLite
     # connection keeps reading and writing its file after it is unlinked or replaced, so
-    # writes would be acknowledged into a file nobody will ever open again (SPEC §4.5).
+    # writes would be acknowledged into a file nobody will ever open again (invariant 5).
     opened: list[tuple[int, int]] = []
 
     @event.listens_for(engine, "connect")
@@ -387,7 +387,7 @@ def _configure_sqlite(engine: Engine, busy_timeout: float, path: str | None) -> 
         cursor = dbapi_connection.cursor()
         cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
         _use_wal(cursor, busy_timeout)
-        # FULL: a commit is on disk before we acknowledge it (SPEC §4.5).
+        # FULL: a commit is on disk before we acknowledge it (docs/invariants.md, rule 5).
         cursor.execute("PRAGMA synchronous = FULL")
         if path is not None:  # a file's checkpoints are the Checkpointer's, up to this
             cursor.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")

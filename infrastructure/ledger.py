@@ -509,7 +509,7 @@ class Ledger:
     def _moment(self, at: datetime | None, field: str = "at") -> datetime:
         """`at`, or the clock's now when it is None: an `Instant` as a fact's time must be
         (a timezone, and a UTC date a datetime can hold: the fold and the reads convert
-        to UTC), or InvalidEvent naming `field` (SPEC §8) before anything is decided."""
+        to UTC), or InvalidEvent naming `field` before anything is decided."""
         if at is None:
             return self.clock()
         try:

@@ -1,7 +1,7 @@
 """The projector: folds log entries after its tracking position into the read-model tables.
 
 It writes rows and the new tracking position through the caller's connection, so
-both commit in the caller's transaction (exactly once, SPEC §4.4). The live
+both commit in the caller's transaction (exactly once, docs/invariants.md, rule 4). The live
 path projects a command's own events in the command's transaction; `catch_up`
 folds anything the tracking position has not seen yet (after a restart, a
 rebuild into fresh tables, or events written by an older version).

@@ -132,7 +132,7 @@ class Queries:
         if channel:
             query = query.where(s.c.channel == bindparam("channel"))
         if active_since:
-            # By the interaction clock (SPEC §4.11): heartbeats do not make a session active.
+            # By the interaction clock (invariant 11): heartbeats do not make a session active.
             query = query.where(
                 or_(g.c.last_interaction_at >= bindparam("active_since"), g.c.status == "running")
             )

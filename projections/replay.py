@@ -1,6 +1,6 @@
 """Replay: fold a log in memory with the same fold, and compare with stored read models.
 
-Used by the tests of SPEC §4.3 (replay = live) and by `verify`.
+Used by the tests of replay equals live (docs/invariants.md, rule 3) and by `verify`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Status report for operators, answered from indexed read models (never a log replay).
 
 Every number is one SQL aggregate (or a short, bounded list) over indexed read-model
-tables. Runs carry the agent and channel parsed from their key (SPEC §2), so runs that
+tables. Runs carry the agent and channel parsed from their key, so runs that
 ended in the window are grouped in SQL by (status, agent, channel, model, provider) —
 a handful of rows — and only those are rolled up per dimension here.
 

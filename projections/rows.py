@@ -1,4 +1,4 @@
-"""Read-model rows (SPEC §5). Plain frozen dataclasses: the fold returns new ones."""
+"""Read-model rows. Plain frozen dataclasses: the fold returns new ones."""
 
 from __future__ import annotations
 
@@ -105,7 +105,7 @@ class RunRow:
     started_position: int
     ended_position: int | None
     updated_at: datetime
-    # parsed from the key (SPEC §2) like the session row's (added by migration 0005)
+    # parsed from the key like the session row's (added by migration 0005)
     agent: str | None
     channel: str | None
 

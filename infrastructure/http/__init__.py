@@ -1,4 +1,4 @@
-"""HTTP API (SPEC §6): a thin FastAPI layer over the Ledger.
+"""HTTP API: a thin FastAPI layer over the Ledger.
 
 `app` (the factory), `routes` (one Ledger call each), `auth` (tokens and scopes),
 `models` (request and response bodies), `errors` (error answers and the exception

@@ -1,4 +1,4 @@
-"""The HTTP API's routes (SPEC §6): each translates JSON to one Ledger call and back;
+"""The HTTP API's routes: each translates JSON to one Ledger call and back;
 every decision stays in the domain. Blocking calls run in FastAPI's thread pool, so
 concurrent requests reach the Ledger concurrently (and group commit batches their
 writes)."""

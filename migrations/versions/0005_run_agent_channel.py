@@ -1,7 +1,7 @@
 """Runs carry agent and channel; indexes so every query of the status report is served.
 
 - `ledger_runs.agent`, `.channel` (and on the `_shadow` twin): parsed from the run's
-  session key like the session row's (SPEC §2, `domain.values.KeyShape`), so the
+  session key like the session row's (`domain.values.KeyShape`), so the
   report groups runs by them in SQL instead of one grouped row per key. Existing rows
   are backfilled here in SQL (the parse written out below; a test checks it against a
   rebuild on SQLite and PostgreSQL), so no `rebuild` is needed after upgrading.

@@ -1,6 +1,6 @@
 """Agent, channel and kind columns as wide as the key they are parsed from.
 
-A key may be 512 characters (SPEC §8) and any one of its parts nearly all of it, but
+A key may be 512 characters and any one of its parts nearly all of it, but
 `ledger_sessions.agent/channel/kind` (0002) and `ledger_runs.agent/channel` (0005) were
 VARCHAR(128): PostgreSQL refused such a key's rows with a database error. They become
 VARCHAR(512), live and `_shadow` alike. PostgreSQL widens a VARCHAR without rewriting

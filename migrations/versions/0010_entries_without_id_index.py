@@ -6,7 +6,7 @@ decides (an entry id is used once a generation: a retry is `duplicate`, other co
 under the same id `rejected`) and the property tests hold the fold to. Its price was
 paid by every transcript append: in 1,000-event batches over 50 keys, 147 of each
 commit's 835 WAL pages (each key's leaf pages split and rewritten batch after batch)
-and ~2% of ingest's instructions (docs/performance.md, item 58).
+and ~2% of ingest's instructions.
 
 SQLite drops a table's constraint only by rebuilding the table: batch mode copies the
 entries once (the embedded store does this on its first open after upgrading; 7.8 s

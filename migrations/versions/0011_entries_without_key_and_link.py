@@ -4,9 +4,8 @@ An entry's key is its generation's (`ledger_generations.session_key`), and its
 `prev_hash` is the previous entry's `entry_hash` (or "" for a generation's first): the
 transcript read puts both back (`projections.rows.EntryView`). Stored, they were ~100
 of an entry row's ~550 bytes, written by every transcript append: in 1,000-event
-batches over 50 keys, about 5% of ingest's time per event (docs/performance.md,
-item 60). The hash chain itself is unchanged: the events still carry both hashes, and
-`verify` checks them there.
+batches over 50 keys, about 5% of ingest's time per event. The hash chain itself is
+unchanged: the events still carry both hashes, and `verify` checks them there.
 
 SQLite (3.35 and later) and PostgreSQL drop a column in place. Downgrading adds the
 columns back and fills them from the same neighbours.

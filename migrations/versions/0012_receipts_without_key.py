@@ -3,7 +3,7 @@
 A receipt names its event's generation (`session_id`), and the generation's row
 (`ledger_generations.session_key`) names the key: the status report's late events
 take it from there. Stored, it was ~30 of a receipt's ~190 bytes, written for every
-event recorded (docs/performance.md, item 61).
+event recorded.
 
 SQLite (3.35 and later) and PostgreSQL drop a column in place. Downgrading adds the
 column back and fills it from the generations.

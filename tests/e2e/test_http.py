@@ -1,4 +1,4 @@
-"""The HTTP API (SPEC §6, §8, §9) against a real server process, on SQLite and PostgreSQL.
+"""The HTTP API against a real server process, on SQLite and PostgreSQL.
 
 One server per backend serves the whole module (see http_server.py); each test works on
 keys of its own (a fresh agent id), so tests do not see each other's sessions. Scenarios
@@ -804,7 +804,7 @@ def test_retried_appends_are_not_duplicated(admin: httpx.Client) -> None:
     assert len(ok(admin.get(path(key, "/transcript")))["entries"]) == 2
 
 
-# -- SPEC §9 field failures, over HTTP ---------------------------------------------------------
+# -- Field failures (docs/invariants.md), over HTTP ------------------------------------------
 
 
 def test_stale_events_after_a_reset_do_not_overwrite_the_new_row(admin: httpx.Client) -> None:

@@ -1,4 +1,4 @@
-"""The Python API against real databases: each SPEC §9 field failure as an example."""
+"""The Python API against real databases: each field failure of docs/invariants.md as an example."""
 
 from __future__ import annotations
 

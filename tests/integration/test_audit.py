@@ -1,4 +1,4 @@
-"""Audit replay (SPEC §5 "audit") over a realistic multi-generation incident.
+"""Audit replay over a realistic multi-generation incident.
 
 The incident, recorded through the public API with a controlled store clock (so every
 recordedAt, and every "arrived … after the reset", is known exactly):

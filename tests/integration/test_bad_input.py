@@ -1,4 +1,4 @@
-"""SPEC §8: bad input gets an error that names the field, and nothing is recorded."""
+"""bad input gets an error that names the field, and nothing is recorded."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC §4.6: co-tenants never collide.
+"""Co-tenants never collide (docs/invariants.md, rule 6).
 
 Four processes of eight writer threads each (heartbeat, cron, ingress and runner
 writers) append to the same session at the same moment. Every append is

@@ -1,4 +1,4 @@
-"""SPEC §4.5: nothing acknowledged is lost, and a restart catches the projection up.
+"""Durability (invariant 5): nothing acknowledged is lost, and a restart catches the projection up.
 
 A child process ingests mixed batches and prints each acknowledgement only after
 `record()` returned. We SIGKILL it at random moments (after a random number of
@@ -37,7 +37,8 @@ def whole_log(ledger: Ledger) -> list[tuple[int, LedgerEvent]]:
 
 
 def check_store(url: str, lines: list[dict[str, Any]]) -> int:
-    """Reopen the store and check SPEC §4.5 against everything the children printed."""
+    """Reopen the store and check durability (invariant 5) against everything the children
+    printed."""
     with Ledger.open(url) as ledger:
         log = whole_log(ledger)
         positions = {event.event_id: position for position, event in log}

@@ -1,4 +1,4 @@
-"""SPEC §8: a database that is locked, full or gone is a clear StoreUnavailable.
+"""a database that is locked, full or gone is a clear StoreUnavailable.
 
 Nothing is half-written, and the client may retry with the same eventIds: once the
 fault is gone they are recorded exactly once.

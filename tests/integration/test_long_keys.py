@@ -1,4 +1,4 @@
-"""Every part of a key may be as long as the key allows (SPEC §2, §8: keys up to 512
+"""Every part of a key may be as long as the key allows (keys up to 512
 characters): the agent, channel and kind parsed from it fit the columns that hold
 them on SQLite and PostgreSQL alike, in the session row, the run rows and the report."""
 

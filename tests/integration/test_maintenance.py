@@ -1,4 +1,4 @@
-"""Maintenance as events (SPEC §9: maintenance pruning a session that is still running):
+"""Maintenance as events (a field failure of docs/invariants.md: pruning a running session):
 recover closes stale runs as `interrupted`, prune archives old generations that are not
 current and not running, bindings check drops bindings whose transcript is gone. Each
 is an event in the log, so replay = live and verify hold afterwards."""

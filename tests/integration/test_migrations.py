@@ -1,4 +1,4 @@
-"""Alembic owns every table (SPEC §7): upgrades from nothing and from an older revision,
+"""Alembic owns every table: upgrades from nothing and from an older revision,
 refusals for schemas this code does not know, and no drift between the SQLAlchemy
 table definitions the code uses and the tables the migrations create."""
 

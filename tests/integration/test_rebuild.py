@@ -1,4 +1,4 @@
-"""`rebuild` while the store keeps serving (SPEC §4.3, §5): the log is folded into the
+"""`rebuild` while the store keeps serving (docs/invariants.md, rule 3): the log is folded into the
 shadow tables page by page, then swapped in with one short write transaction. Writers
 keep being acknowledged meanwhile, readers never see a half-built read model, no
 acknowledged event is lost, and replay = live holds afterwards."""

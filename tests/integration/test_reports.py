@@ -1,4 +1,4 @@
-"""The status report (SPEC §5) on a small gateway day, through the API, HTTP and CLI;
+"""The status report on a small gateway day, through the API, HTTP and CLI;
 migration 0003, which dates the receipts the report counts late events from; and
 migration 0005, which gives runs the agent and channel the report groups by."""
 

@@ -1,5 +1,5 @@
-"""`verify` (SPEC §4.12, §5 audit): hash chains recomputed from the log and every read
-model against a fresh fold of it, in bounded memory, on a store that keeps serving."""
+"""`verify` (docs/invariants.md, rule 12): hash chains recomputed from the log and every
+read model against a fresh fold of it, in bounded memory, on a store that keeps serving."""
 
 from __future__ import annotations
 

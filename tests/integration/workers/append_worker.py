@@ -1,4 +1,4 @@
-"""Worker of the concurrency test (SPEC §4.6): threads of co-tenant writers, one session.
+"""Worker of the concurrency test (invariant 6): threads of co-tenant writers, one session.
 
     python -m tests.integration.workers.append_worker URL KEY SESSION_ID PROC THREADS APPENDS [STOP]
 

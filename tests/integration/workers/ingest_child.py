@@ -1,4 +1,4 @@
-"""Child process of the crash test (SPEC §4.5): ingests until it is killed.
+"""Child process of the crash test (docs/invariants.md, rule 5): ingests until it is killed.
 
     python -m tests.integration.workers.ingest_child URL ROUND SEED
 

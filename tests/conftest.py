@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.pool import NullPool
 
 from sessionledger.infrastructure.ledger import Ledger
 
@@ -153,3 +155,13 @@ def ledger(database_url: str) -> Iterator[Ledger]:
         yield opened
     finally:
         opened.close()
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    """An engine of its own on the test's database, for looking at it from outside the store."""
+    made = create_engine(database_url, poolclass=NullPool)
+    try:
+        yield made
+    finally:
+        made.dispose()

@@ -3,14 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from alembic import command
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.pool import NullPool
+from sqlalchemy import Engine, text
 
 from sessionledger.domain.errors import InvalidEvent
 from sessionledger.infrastructure.ledger import Ledger
@@ -19,15 +17,6 @@ from sessionledger.infrastructure.schema import alembic_config, upgrade
 KEY = "agent:main:telegram:direct:4242"
 OTHER = "agent:ops:slack:channel:c01"
 T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    made = create_engine(database_url, poolclass=NullPool)
-    try:
-        yield made
-    finally:
-        made.dispose()
 
 
 def start(key: str, sid: str, event_id: str, run: str) -> dict[str, Any]:

@@ -5,7 +5,6 @@ table definitions the code uses and the tables the migrations create."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -34,15 +33,6 @@ T0 = datetime(2026, 11, 21, 10, 0, tzinfo=UTC)
 FIRST = "0001"
 EVENT_STORE_TABLES = {EVENTS_TABLE, SNAPSHOTS_TABLE, TRACKING_TABLE}
 ALL_TABLES = EVENT_STORE_TABLES | set(TABLES.metadata.tables) | {"alembic_version"}
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    made = create_engine(database_url, poolclass=NullPool)
-    try:
-        yield made
-    finally:
-        made.dispose()
 
 
 def tables(engine: Engine) -> set[str]:

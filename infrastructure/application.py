@@ -110,13 +110,15 @@ class _CoreRecorder:
             raise library_error(str(error)) from error
 
 
+def _state(value: bytes | memoryview) -> bytes:
+    """An event's stored state as bytes (a driver may read a binary column as a memoryview)."""
+    return bytes(value) if isinstance(value, memoryview) else value
+
+
 def _stored_events(rows: Iterable[Any]) -> list[StoredEvent]:
     return [
         StoredEvent(
-            originator_id=row[0],
-            originator_version=row[1],
-            topic=row[2],
-            state=bytes(row[3]) if isinstance(row[3], memoryview) else row[3],
+            originator_id=row[0], originator_version=row[1], topic=row[2], state=_state(row[3])
         )
         for row in rows
     ]
@@ -194,7 +196,7 @@ class LedgerEventRecorder(_CoreRecorder, SQLAlchemyApplicationRecorder):  # type
                 originator_id=row[1],
                 originator_version=row[2],
                 topic=row[3],
-                state=bytes(row[4]) if isinstance(row[4], memoryview) else row[4],
+                state=_state(row[4]),
             )
             for row in rows
         ]

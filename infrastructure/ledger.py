@@ -490,7 +490,7 @@ class Ledger:
         return head - position
 
     def position(self) -> int:
-        return self.store.positions()[0]
+        return self.store.position()
 
     # -- plumbing ----------------------------------------------------------------------
 

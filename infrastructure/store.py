@@ -124,6 +124,11 @@ class Store:
         with self.database.reading() as connection:
             return self.projector.position(connection), self.projector.log_head(connection)
 
+    def position(self) -> int:
+        """The projection's position: the last log position the read models hold."""
+        with self.database.reading() as connection:
+            return self.projector.position(connection)
+
     def _forget(self, touched: set[UUID]) -> None:
         """A transaction failed: nothing it decided or folded was committed."""
         self.app.forget(touched)
